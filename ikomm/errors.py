@@ -1,0 +1,65 @@
+"""One exception tree for ikomm, split by what the caller does next.
+
+    IkommError
+    ├── TransientError       retry later: server down or busy, timeout, connection reset
+    ├── ConflictError        needs a decision: entry exists, constraint violated, drift
+    ├── InvalidInputError    fix the input: a file, a row, a field
+    │   └── InventoryError   every problem found in the inventory, each naming file, row and field
+    └── FatalError           stop: misconfiguration, refused host key, wrong credentials
+        └── LabError         the local lab could not start, stop or seed a server
+
+Messages never contain secrets: a credential is named by its reference, never shown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class IkommError(Exception):
+    """Root of every error ikomm raises on purpose."""
+
+
+class TransientError(IkommError):
+    """A fault that may pass: retrying the same operation later is safe."""
+
+
+class ConflictError(IkommError):
+    """The world is not as expected; a person must decide what to do."""
+
+
+class InvalidInputError(IkommError):
+    """Input that cannot be used as it is; the message says where and why."""
+
+
+class FatalError(IkommError):
+    """A fault that retrying cannot fix."""
+
+
+class LabError(FatalError):
+    """The local lab failed to start, stop or seed one of its servers."""
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    """One thing wrong in an input file, located as precisely as the file allows."""
+
+    file: str
+    row: int | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.row}" if self.row is not None else self.file
+        field = f" field '{self.field}':" if self.field else ""
+        return f"{where}:{field} {self.message}"
+
+
+class InventoryError(InvalidInputError):
+    """The inventory has problems; each names its file, row (line) and field."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = sorted(set(problems))
+        count = len(self.problems)
+        lines = "\n".join(f"  {p}" for p in self.problems)
+        super().__init__(f"{count} problem{'s' if count != 1 else ''} in the inventory:\n{lines}")

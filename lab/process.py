@@ -1,0 +1,142 @@
+"""Start the lab's servers as process groups, remember them by pid and start time, stop exactly those."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ikomm.errors import LabError
+
+
+@dataclass(frozen=True)
+class Running:
+    """A server the lab started: its process group leader, identified by pid and kernel start time."""
+
+    name: str
+    pid: int
+    start_time: int
+    host: str
+    port: int
+    tls: bool
+
+
+def _start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot, or None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # the command name (field 2) may contain spaces; fields after it are fixed
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def is_alive(proc: Running) -> bool:
+    """True if the recorded process still runs (and is not a later process that reused its pid)."""
+    return _start_time(proc.pid) == proc.start_time
+
+
+def spawn(name: str, argv: list[str], log: Path, host: str, port: int, tls: bool) -> Running:
+    """Start argv in a new session (its own process group), output to log."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        child = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    started = _start_time(child.pid)
+    if started is None:
+        raise LabError(f"{name}: exited at once; see {log}")
+    return Running(name, child.pid, started, host, port, tls)
+
+
+def answers(proc: Running, ca_file: Path | None, timeout: float = 1.0) -> bool:
+    """True if the server accepts a connection (and completes a TLS handshake with the lab CA, for TLS ports)."""
+    try:
+        with socket.create_connection((proc.host, proc.port), timeout=timeout) as sock:
+            if proc.tls:
+                context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+                context.check_hostname = False
+                with context.wrap_socket(sock):
+                    pass
+            else:
+                sock.settimeout(timeout)
+                sock.recv(1) if proc.port in (22, 2222) else None
+        return True
+    except OSError:
+        return False
+
+
+def wait_ready(procs: list[Running], ca_file: Path | None, logs: Path, timeout: float = 60.0) -> None:
+    """Wait until every server answers; raise LabError naming those that died or stayed silent."""
+    pending = list(procs)
+    deadline = time.monotonic() + timeout
+    while pending:
+        for proc in list(pending):
+            if not is_alive(proc):
+                raise LabError(f"{proc.name} exited during start; see {logs / (proc.name + '.log')}")
+            if answers(proc, ca_file, timeout=0.5):
+                pending.remove(proc)
+        if pending and time.monotonic() > deadline:
+            names = ", ".join(p.name for p in pending)
+            raise LabError(f"no answer within {timeout:.0f} s from: {names}; see the logs in {logs}")
+        if pending:
+            time.sleep(0.05)
+
+
+def stop(proc: Running, grace: float = 5.0) -> bool:
+    """Stop the process group of proc (SIGTERM, then SIGKILL); return True if it was running."""
+    if not is_alive(proc):
+        return False
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not _group_alive(proc.pid):
+            return True
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    return True
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    # zombies of our own children still count as a group member until reaped
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pgid, os.WNOHANG)
+    return any(_pgid_of(int(p)) == pgid for p in os.listdir("/proc") if p.isdigit())
+
+
+def _pgid_of(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] == "Z":
+        return None
+    return int(fields[2])
+
+
+def save(path: Path, procs: list[Running]) -> None:
+    """Record the running servers."""
+    path.write_text(json.dumps([asdict(p) for p in procs], indent=1), encoding="utf-8")
+
+
+def load(path: Path) -> list[Running]:
+    """The servers recorded by the last `lab up`, or none."""
+    if not path.is_file():
+        return []
+    return [Running(**item) for item in json.loads(path.read_text(encoding="utf-8"))]
