@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from pathlib import PurePosixPath
 
 from ikomm.errors import Problem
-from ikomm.inventory.load import Source
+from ikomm.inventory.load import CsvRows, Source
 from ikomm.inventory.models import (
     ApplicationsFile,
     Device,
@@ -32,8 +32,8 @@ def check_links(
     munis: tuple[MunicipalitiesFile, Source],
     apps: tuple[ApplicationsFile, Source],
     servers: tuple[ServersFile, Source],
-    users: dict[str, list[tuple[int, User]]],
-    devices: dict[str, list[tuple[int, Device]]],
+    users: dict[str, CsvRows[User] | None],
+    devices: dict[str, CsvRows[Device] | None],
     problems: list[Problem],
 ) -> None:
     """Add a problem for every broken link between the inventory files."""
@@ -96,14 +96,17 @@ def check_links(
     by_muni = {m.id: m for m in mfile.municipalities}
     seen_ids: dict[str, str] = {}
     seen_emails: dict[str, str] = {}
-    for muni, rows in users.items():
+    for muni, found in users.items():
         rel = f"users/{muni}.csv"
         if muni not in known_munis:
             problems.append(Problem(rel, None, "", f"unknown municipality '{muni}' (known: {_known(known_munis)})"))
             continue
+        if found is None:
+            continue
         fs = by_muni[muni].legacy.file_server
-        muni_devices = {d.device_id for _, d in devices.get(muni, [])}
-        for line, user in rows:
+        device_file = devices.get(muni)
+        muni_devices = device_file.keys if device_file else set()
+        for line, user in found.rows:
             key = user.legacy_id.lower()
             if key in seen_ids:
                 problems.append(Problem(rel, line, "legacy_id", f"duplicate legacy_id (also at {seen_ids[key]})"))
@@ -128,20 +131,22 @@ def check_links(
                         rel, line, "profile_path", f"must lie under the file server's profile_root {fs.profile_root}"
                     )
                 )
-            if user.device is not None and user.device not in muni_devices:
+            if user.device is not None and device_file is not None and user.device not in muni_devices:
                 problems.append(
                     Problem(rel, line, "device", f"unknown device '{user.device}' (not in devices/{muni}.csv)")
                 )
 
-    for muni, drows in devices.items():
+    for muni, dfound in devices.items():
         rel = f"devices/{muni}.csv"
         if muni not in known_munis:
             problems.append(Problem(rel, None, "", f"unknown municipality '{muni}' (known: {_known(known_munis)})"))
             continue
-        muni_users = {u.legacy_id for _, u in users.get(muni, [])}
+        if dfound is None:
+            continue
+        user_file = users.get(muni, CsvRows([], set()))
         ids: dict[str, int] = {}
         macs: dict[str, int] = {}
-        for line, dev in drows:
+        for line, dev in dfound.rows:
             if dev.device_id in ids:
                 problems.append(
                     Problem(rel, line, "device_id", f"duplicate device_id (also at row {ids[dev.device_id]})")
@@ -151,7 +156,7 @@ def check_links(
             if mac in macs:
                 problems.append(Problem(rel, line, "mac", f"duplicate MAC address (also at row {macs[mac]})"))
             macs.setdefault(mac, line)
-            if dev.assigned_user is not None and dev.assigned_user not in muni_users:
+            if dev.assigned_user is not None and user_file is not None and dev.assigned_user not in user_file.keys:
                 problems.append(
                     Problem(rel, line, "assigned_user", f"unknown user '{dev.assigned_user}' (not in users/{muni}.csv)")
                 )

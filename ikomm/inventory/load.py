@@ -13,7 +13,7 @@ import io
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -34,6 +34,16 @@ from ikomm.inventory.models import (
 M = TypeVar("M", bound=BaseModel)
 Loc = tuple[str | int, ...]
 SECRET_WORDS = ("password", "secret", "key")
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML loading that keeps dates as text, so that pydantic validates them with a located error."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 
 
 def _field_name(loc: Sequence[str | int]) -> str:
@@ -64,9 +74,11 @@ def _describe(error: Mapping[str, Any]) -> str:
     return msg
 
 
-def _line_index(node: yaml.Node, path: Loc, out: dict[Loc, int], problems: list[Problem], rel: str) -> None:
-    """Record the line of every value in a composed YAML tree; report duplicate keys on the way."""
-    out[path] = node.start_mark.line + 1
+def _line_index(
+    node: yaml.Node, path: Loc, out: dict[Loc, int], problems: list[Problem], rel: str, line: int | None = None
+) -> None:
+    """Record the line of every key (or list item) in a composed YAML tree; report duplicate keys on the way."""
+    out[path] = line or node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         seen: dict[str, int] = {}
         for key_node, value_node in node.value:
@@ -77,7 +89,7 @@ def _line_index(node: yaml.Node, path: Loc, out: dict[Loc, int], problems: list[
                     Problem(rel, line, _field_name([*path, key]), f"duplicate key (first at line {seen[key]})")
                 )
             seen[key] = line
-            _line_index(value_node, (*path, key), out, problems, rel)
+            _line_index(value_node, (*path, key), out, problems, rel, line)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             _line_index(item, (*path, i), out, problems, rel)
@@ -123,8 +135,8 @@ def load_yaml_model(root: Path, rel: str, model: type[M], problems: list[Problem
     if text is None:
         return None
     try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=_Loader)
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -156,22 +168,34 @@ def _csv_rows(text: str) -> Iterator[tuple[int, list[str]]]:
         start = reader.line_num + 1
 
 
+@dataclass(frozen=True)
+class CsvRows(Generic[M]):
+    """The valid rows of a CSV file with their lines, and the first column of every row, valid or not."""
+
+    rows: list[tuple[int, M]]
+    keys: set[str]
+
+
 def load_csv_models(
     root: Path, rel: str, model: type[M], columns: Sequence[str], problems: list[Problem]
-) -> list[tuple[int, M]]:
-    """Parse and validate a CSV file whose header must hold exactly columns (in any order)."""
+) -> CsvRows[M] | None:
+    """Parse and validate a CSV file whose header must hold exactly columns (in any order).
+
+    None means the file as a whole could not be read (encoding, CSV syntax, header); later checks
+    that refer to its rows are then skipped rather than reported as a cascade of unknown ids.
+    """
     path = root / rel
     text = _decode(path.read_bytes(), rel, problems)
     if text is None:
-        return []
+        return None
     try:
         rows = list(_csv_rows(text))
     except csv.Error as exc:
         problems.append(Problem(rel, None, "", f"not valid CSV: {exc}"))
-        return []
+        return None
     if not rows:
         problems.append(Problem(rel, 1, "", "empty file: a header row is required"))
-        return []
+        return None
     header_line, header = rows[0]
     header = [h.strip() for h in header]
     bad_header = False
@@ -187,8 +211,9 @@ def load_csv_models(
         problems.append(Problem(rel, header_line, "", "a column appears twice in the header"))
         bad_header = True
     if bad_header:
-        return []
+        return None
     out: list[tuple[int, M]] = []
+    keys = {fields[header.index(columns[0])].strip() for _, fields in rows[1:] if len(fields) == len(header)}
     for line, fields in rows[1:]:
         if len(fields) != len(header):
             what = "more" if len(fields) > len(header) else "fewer"
@@ -209,7 +234,11 @@ def load_csv_models(
             for err in exc.errors():
                 field = str(err["loc"][0]) if err["loc"] else ""
                 problems.append(Problem(rel, line, field, _describe(err)))
-    return out
+    return CsvRows(out, keys)
+
+
+def _models(found: CsvRows[M] | None) -> list[M]:
+    return [model for _, model in found.rows] if found else []
 
 
 def load_inventory(root: Path) -> Inventory:
@@ -225,10 +254,10 @@ def load_inventory(root: Path) -> Inventory:
     apps = load_yaml_model(root, "applications.yaml", ApplicationsFile, problems)
     servers = load_yaml_model(root, "servers.yaml", ServersFile, problems)
 
-    users: dict[str, list[tuple[int, User]]] = {}
+    users: dict[str, CsvRows[User] | None] = {}
     for path in sorted((root / "users").glob("*.csv")):
         users[path.stem] = load_csv_models(root, f"users/{path.name}", User, USER_COLUMNS, problems)
-    devices: dict[str, list[tuple[int, Device]]] = {}
+    devices: dict[str, CsvRows[Device] | None] = {}
     for path in sorted((root / "devices").glob("*.csv")):
         devices[path.stem] = load_csv_models(root, f"devices/{path.name}", Device, DEVICE_COLUMNS, problems)
 
@@ -243,6 +272,6 @@ def load_inventory(root: Path) -> Inventory:
         municipalities={m.id: m for m in munis[0].municipalities},
         applications={a.id: a for a in apps[0].applications},
         servers=list(servers[0].servers),
-        users={m.id: [u for _, u in users.get(m.id, [])] for m in munis[0].municipalities},
-        devices={m.id: [d for _, d in devices.get(m.id, [])] for m in munis[0].municipalities},
+        users={m.id: _models(users.get(m.id)) for m in munis[0].municipalities},
+        devices={m.id: _models(devices.get(m.id)) for m in munis[0].municipalities},
     )

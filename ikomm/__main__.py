@@ -1,0 +1,5 @@
+"""Run the CLI as `python -m ikomm`."""
+
+from ikomm.cli import main
+
+main()
