@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-* && touch $@
 
 lint: venv
-	$(BIN)/ruff check ikomm lab flows tasks tests
+	$(BIN)/ruff check ikomm lab flows tasks tests bench
 	$(BIN)/mypy
 
 test: setup lint
