@@ -1,0 +1,1 @@
+"""Prefect flows: thin, they compose tasks (the wave and rollback flows come with their issues)."""
