@@ -48,11 +48,13 @@ demo: setup
 	$(BIN)/ikomm inventory show
 	$(BIN)/ikomm lab up
 	@echo
-	@echo "The lab runs. Look at it:"
-	@echo "  $(BIN)/ikomm lab status              every server and whether it answers"
-	@echo "  ldapsearch -H ldaps://127.0.0.4 -x -b dc=gausdal,dc=kommune,dc=no uid=gd10001   (LDAPTLS_CACERT=.lab/tls/lab-ca.pem)"
-	@echo "  ls .lab/sshd/fs-lillehammer/root/srv/home | head"
-	@echo "  $(BIN)/ikomm lab down                stop it again"
+	@echo "The lab runs: twelve real servers on 127.0.0.x, seeded with the 2,500 users of inventory/. Look at it:"
+	@echo "  $(BIN)/ikomm lab status"
+	@echo "  LDAPTLS_CACERT=.lab/tls/lab-ca.pem ldapsearch -LLL -x -H ldaps://127.0.0.4 -b dc=gausdal,dc=kommune,dc=no uid=gd10001"
+	@echo "  ls .lab/sshd/fs-lillehammer/root/srv/home | head        (the legacy file server's tree, as sshd serves it)"
+	@echo "  cat .lab/sshd/config-host/root/srv/thinclient/tc-lill-00001.conf"
+	@echo "  docs/lab.md explains each server; '$(BIN)/ikomm lab down' stops them all."
+	@echo "The wave itself (Prefect UI, ledger, approval) arrives with issue 4."
 
 bench: setup
 	$(BIN)/python -m bench.lab_start
