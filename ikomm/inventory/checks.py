@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import PurePosixPath
+from typing import TypeVar
 
 from ikomm.errors import Problem
 from ikomm.inventory.load import CsvRows, Source
@@ -17,6 +18,7 @@ from ikomm.inventory.models import (
 )
 
 CORE_ZONE = "core"
+R = TypeVar("R", User, Device)
 
 
 def _known(values: Iterable[object]) -> str:
@@ -25,6 +27,18 @@ def _known(values: Iterable[object]) -> str:
 
 def _under(path: str, root: str) -> bool:
     return PurePosixPath(path).is_relative_to(PurePosixPath(root))
+
+
+def _readable(
+    folder: str, files: dict[str, CsvRows[R] | None], known_munis: set[str], problems: list[Problem]
+) -> Iterator[tuple[str, str, CsvRows[R]]]:
+    """Yield (municipality, file name, rows) for each readable CSV of a known municipality; report unknown ones."""
+    for muni, found in files.items():
+        rel = f"{folder}/{muni}.csv"
+        if muni not in known_munis:
+            problems.append(Problem(rel, None, "", f"unknown municipality '{muni}' (known: {_known(known_munis)})"))
+        elif found is not None:
+            yield muni, rel, found
 
 
 def check_links(
@@ -96,13 +110,7 @@ def check_links(
     by_muni = {m.id: m for m in mfile.municipalities}
     seen_ids: dict[str, str] = {}
     seen_emails: dict[str, str] = {}
-    for muni, found in users.items():
-        rel = f"users/{muni}.csv"
-        if muni not in known_munis:
-            problems.append(Problem(rel, None, "", f"unknown municipality '{muni}' (known: {_known(known_munis)})"))
-            continue
-        if found is None:
-            continue
+    for muni, rel, found in _readable("users", users, known_munis, problems):
         fs = by_muni[muni].legacy.file_server
         device_file = devices.get(muni)
         muni_devices = device_file.keys if device_file else set()
@@ -136,13 +144,7 @@ def check_links(
                     Problem(rel, line, "device", f"unknown device '{user.device}' (not in devices/{muni}.csv)")
                 )
 
-    for muni, dfound in devices.items():
-        rel = f"devices/{muni}.csv"
-        if muni not in known_munis:
-            problems.append(Problem(rel, None, "", f"unknown municipality '{muni}' (known: {_known(known_munis)})"))
-            continue
-        if dfound is None:
-            continue
+    for muni, rel, dfound in _readable("devices", devices, known_munis, problems):
         user_file = users.get(muni, CsvRows([], set()))
         ids: dict[str, int] = {}
         macs: dict[str, int] = {}
