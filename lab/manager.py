@@ -38,7 +38,7 @@ from ikomm.inventory.models import DirectoryConfig, FileServerConfig
 from lab import process, seed
 from lab.keys import LabCA, new_password, new_ssh_key, write_private
 
-LAB_FORMAT = "3"  # bump when the built tree changes shape, to invalidate caches
+BUILD_CODE = ("manager.py", "seed.py", "keys.py", "samba_load.py")  # a change to these invalidates caches
 STATE_ITEMS = ("tls", "ssh", "secrets.env", "samba", "slapd", "sshd", "broker", "overlay")
 SYSTEM_PYTHON = "/usr/bin/python3"
 SSHD = "/usr/sbin/sshd"
@@ -47,6 +47,7 @@ SLAPADD = "/usr/sbin/slapadd"
 SAMBA = "/usr/sbin/samba"
 SAMBA_TOOL = "/usr/bin/samba-tool"
 Progress = Callable[[str], None]
+SambaJob = tuple["subprocess.Popen[bytes]", list[dict[str, object]], str]  # provision, entries, password variable
 
 
 @dataclass(frozen=True)
@@ -153,8 +154,10 @@ class Lab:
         return out
 
     def cache_key(self) -> str:
-        """A digest of everything the built lab depends on: the inventory, the lab format and its folder."""
-        h = hashlib.sha256(f"{LAB_FORMAT}\0{self.dir}\0".encode())
+        """A digest of everything the built lab depends on: the inventory, the code that builds it, its folder."""
+        h = hashlib.sha256(f"{self.dir}\0".encode())
+        for name in BUILD_CODE:
+            h.update(Path(__file__).with_name(name).read_bytes())
         root = self.inv.root
         for path in sorted(root.rglob("*")):
             if path.is_file() and path.suffix in (".yaml", ".csv"):
@@ -265,7 +268,7 @@ class Lab:
         ca.issue("broker", ["broker.ikomm.lab"], broker.host)
         seed.write_json(self.dir / "broker" / "state.json", seed.broker_state(self.inv))
         loads = []
-        for name, (job, entries) in samba_jobs.items():
+        for name, (job, entries, password_var) in samba_jobs.items():
             if job.wait() != 0:
                 raise LabError(
                     f"{name}: samba-tool domain provision failed; see {self.logs / (name + '.provision.log')}"
@@ -273,14 +276,13 @@ class Lab:
             entries_file = self.dir / "samba" / name / "seed.json"
             seed.write_json(entries_file, entries)
             log = open(self.logs / f"{name}.load.log", "wb")  # noqa: SIM115 - closed after wait below
-            d, _ = self._directory(next(s for s in self.servers if s.name == name))
             argv = [
                 SYSTEM_PYTHON,
                 str(Path(__file__).with_name("samba_load.py")),
                 str(self.dir / "samba" / name),
                 str(entries_file),
                 str(self.dir / "secrets.env"),
-                d.password.env or "",
+                password_var,
             ]
             loads.append((name, log, subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)))
         for name, log, job in loads:
@@ -296,8 +298,9 @@ class Lab:
         muni = self.inv.municipalities[s.name.removeprefix("legacy-dir-")]
         return muni.legacy.directory, seed.netbios_domain(muni)
 
-    def _provision_sambas(self, ca: LabCA) -> dict[str, tuple[subprocess.Popen[bytes], list[dict[str, object]]]]:
-        jobs: dict[str, tuple[subprocess.Popen[bytes], list[dict[str, object]]]] = {}
+    def _provision_sambas(self, ca: LabCA) -> dict[str, SambaJob]:
+        """Start `samba-tool domain provision` for every AD of the lab; return each job with what to load."""
+        jobs: dict[str, SambaJob] = {}
         self.logs.mkdir(parents=True, exist_ok=True)
         for s in self.servers:
             if s.kind != "samba":
@@ -342,7 +345,7 @@ class Lab:
                 entries = seed.platform_entries(self.inv)
             else:
                 entries = seed.ad_legacy_entries(self.inv, self.inv.municipalities[s.name.removeprefix("legacy-dir-")])
-            jobs[s.name] = (job, entries)
+            jobs[s.name] = (job, entries, d.password.env)
         return jobs
 
     def _build_slapd(self, s: Server, ca: LabCA, secrets: dict[str, str]) -> None:
