@@ -138,7 +138,7 @@ def lab_generate(
     users: Annotated[int, typer.Option(min=3, help="How many users (split 70/16/14 by ownership).")] = 2500,
     seed: Annotated[int, typer.Option(help="Random seed: same seed and size, same bytes.")] = 2026,
     out: Annotated[Path, typer.Option(help="Folder to write the inventory into.")] = Path("inventory"),
-    lab_dir: Annotated[str, typer.Option(help="Lab folder, relative to --out.")] = "../.lab",
+    lab_dir: Annotated[str, typer.Option(help="Lab folder, relative to --out (or absolute).")] = "../.lab",
 ) -> None:
     """Write a deterministic synthetic inventory of the three municipalities."""
     from ikomm.synthetic import generate

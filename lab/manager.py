@@ -184,16 +184,14 @@ class Lab:
     # --- building -------------------------------------------------------------------------------
 
     def _check_dir(self) -> None:
-        """sshd's ChrootDirectory needs every folder above the lab to be root-owned and not writable by others."""
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o755)
-        for folder in [self.dir, *self.dir.parents]:
-            st = folder.stat()
-            if st.st_uid != 0 or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-                raise LabError(
-                    f"lab folder {self.dir}: {folder} must be owned by root and not writable by group or others "
-                    "(sshd chroots the file servers below it); put the lab elsewhere in platform.yaml lab.dir"
-                )
+        unsafe = chroot_unsafe_parent(self.dir)
+        if unsafe is not None:
+            raise LabError(
+                f"lab folder {self.dir}: {unsafe} must be owned by root and not writable by group or others "
+                "(sshd chroots the file servers below it); put the lab elsewhere in platform.yaml lab.dir"
+            )
 
     def _clear(self) -> None:
         for item in STATE_ITEMS:
@@ -493,6 +491,16 @@ class Lab:
         if s.tls:
             argv += ["--cert", str(self.dir / "tls" / "broker.crt"), "--key", str(self.dir / "tls" / "broker.key")]
         return argv
+
+
+def chroot_unsafe_parent(folder: Path) -> Path | None:
+    """The first existing folder at or above folder that sshd's ChrootDirectory would refuse, or None."""
+    for parent in [folder, *folder.parents]:
+        if parent.exists():
+            st = parent.stat()
+            if st.st_uid != 0 or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+                return parent
+    return None
 
 
 def _copy(src: Path, dst: Path) -> None:

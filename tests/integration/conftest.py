@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import warnings
 from collections.abc import Iterator
@@ -12,12 +13,18 @@ import pytest
 from ikomm.errors import IkommError
 from ikomm.inventory import Inventory, load_inventory
 from ikomm.synthetic import generate
-from lab.manager import Lab
+from lab.manager import Lab, chroot_unsafe_parent
 
 REPO = Path(__file__).resolve().parents[2]
-# Under the repository, not /tmp: sshd's ChrootDirectory refuses world-writable parents.
-TEST_ROOT = REPO / ".lab-test"
 TEST_USERS = 60
+
+
+def test_root() -> Path:
+    """Under the repository if sshd may chroot there; else under /var/lib (a checkout in /tmp, say)."""
+    beside = REPO / ".lab-test"
+    if chroot_unsafe_parent(beside) is None:
+        return beside
+    return Path("/var/lib/ikomm-lab-test") / hashlib.sha256(str(REPO).encode()).hexdigest()[:12]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -29,10 +36,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def lab_inventory() -> Inventory:
     """A 60-user inventory generated for the tests; same bytes every run, so its lab cache is reused."""
-    folder = TEST_ROOT / "inventory"
+    root = test_root()
+    folder = root / "inventory"
     if folder.exists():
         shutil.rmtree(folder)
-    generate(folder, users=TEST_USERS, seed=7, lab_dir="../lab")
+    generate(folder, users=TEST_USERS, seed=7, lab_dir=str(root / "lab"))
     return load_inventory(folder)
 
 
