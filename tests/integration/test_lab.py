@@ -48,8 +48,15 @@ def sftp(inv: Inventory, host: str, port: int, known_hosts: Path | None = None) 
     client = paramiko.SSHClient()
     client.load_host_keys(str(known_hosts or inv.path(ssh.known_hosts)))
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    client.connect(host, port=port, username=ssh.user, key_filename=str(inv.path(ssh.key_file)),
-                   allow_agent=False, look_for_keys=False, timeout=5)
+    client.connect(
+        host,
+        port=port,
+        username=ssh.user,
+        key_filename=str(inv.path(ssh.key_file)),
+        allow_agent=False,
+        look_for_keys=False,
+        timeout=5,
+    )
     return client
 
 
@@ -80,8 +87,12 @@ def test_legacy_ad_holds_users_groups_and_disabled_accounts(lab: Lab, lab_invent
     d = muni.legacy.directory
     users = {u.legacy_id: u for u in inv.users["lillehammer"]}
     with connect(inv, d) as conn:
-        found = search_all(conn, d.users_dn, "(objectClass=user)",
-                           ["sAMAccountName", "givenName", "sn", "userAccountControl", "memberOf", "mail"])
+        found = search_all(
+            conn,
+            d.users_dn,
+            "(objectClass=user)",
+            ["sAMAccountName", "givenName", "sn", "userAccountControl", "memberOf", "mail"],
+        )
         by_id = {str(e["attributes"]["sAMAccountName"]): e["attributes"] for e in found}
         assert set(by_id) == set(users)
         for legacy_id, user in users.items():
@@ -123,8 +134,9 @@ def test_directories_refuse_a_wrong_ca_and_plain_binds(lab: Lab, lab_inventory: 
         with pytest.raises(LDAPSocketOpenError):
             connect(inv, d, ca_file=str(other_ca))
     d = inv.municipalities["gausdal"].legacy.directory
-    plain = ldap3.Connection(ldap3.Server(d.host, port=389), d.bind_dn, resolve_secret(d.password, inv),
-                             raise_exceptions=True)
+    plain = ldap3.Connection(
+        ldap3.Server(d.host, port=389), d.bind_dn, resolve_secret(d.password, inv), raise_exceptions=True
+    )
     with pytest.raises(LDAPException, match="confidentiality"):
         plain.bind()
 
@@ -256,7 +268,9 @@ def test_cli_status_json(lab: Lab, lab_inventory: Inventory) -> None:
     """`ikomm lab status --json` lists every server as answering and exits 0."""
     result = subprocess.run(
         [sys.executable, "-m", "ikomm", "lab", "status", "--json", "--inventory", str(lab_inventory.root)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)

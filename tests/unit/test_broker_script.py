@@ -13,11 +13,15 @@ from lab.broker import BrokerState, ScriptError, parse
 @pytest.fixture
 def state(tmp_path: Path) -> BrokerState:
     path = tmp_path / "state.json"
-    path.write_text(json.dumps({
-        "collections": {"Kontor-farm": {"hosts": ["ts-office-01"], "users": []}},
-        "sessions": [{"id": 1, "user": "LHMR\\kari", "host": "ts01", "state": "Active"}],
-        "next_session_id": 2,
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "collections": {"Kontor-farm": {"hosts": ["ts-office-01"], "users": []}},
+                "sessions": [{"id": 1, "user": "LHMR\\kari", "host": "ts01", "state": "Active"}],
+                "next_session_id": 2,
+            }
+        )
+    )
     return BrokerState(path)
 
 
@@ -31,8 +35,11 @@ def test_single_quotes_are_literal(state: BrokerState) -> None:
 
 def test_expanding_strings_and_variables_are_refused() -> None:
     """Double quotes with $ or a backtick, and variables, would expand on a real broker: refused."""
-    for script in ('Get-RDUserSession -CollectionName "$x"', "Get-RDUserSession -CollectionName $x",
-                   'Get-RDUserSession -CollectionName "a`b"'):
+    for script in (
+        'Get-RDUserSession -CollectionName "$x"',
+        "Get-RDUserSession -CollectionName $x",
+        'Get-RDUserSession -CollectionName "a`b"',
+    ):
         with pytest.raises(ScriptError):
             parse(script)
 
