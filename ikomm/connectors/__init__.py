@@ -1,0 +1,1 @@
+"""Connectors: each outside system behind one small class that takes its settings in its constructor."""
