@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from ldap3.utils.dn import escape_rdn
 
-from ikomm.connectors.directory import DirectoryConnector
+from ikomm.connectors.directory import DirectoryConnector, equality_filter
 from ikomm.errors import ConflictError, FatalError, TransientError
 from ikomm.inventory import Inventory
 from ikomm.inventory.models import DirectoryConfig
@@ -49,18 +49,12 @@ def test_special_characters_round_trip(lab: Lab, lab_inventory: Inventory) -> No
     try:
         with pytest.raises(ConflictError):
             conn.add(dn, ["group"], {"sAMAccountName": "test-special-2"})
-        [found] = conn.search(d.groups_dn, f"(description={escape_filter(name)})", ["cn", "description"])
+        [found] = conn.search(d.groups_dn, equality_filter("description", name), ["cn", "description"])
         assert found.get("cn") == (name,) and found.get("description") == (name,)
         read = conn.read(dn, ["cn"])
         assert read is not None and read.get("cn") == (name,)
     finally:
         conn.connection().delete(dn)
-
-
-def escape_filter(value: str) -> str:
-    from ldap3.utils.conv import escape_filter_chars
-
-    return str(escape_filter_chars(value))
 
 
 def test_unreachable_server_is_transient_and_plain_is_refused(lab_inventory: Inventory) -> None:
