@@ -112,8 +112,7 @@ def check_links(
     seen_emails: dict[str, str] = {}
     for muni, rel, found in _readable("users", users, known_munis, problems):
         fs = by_muni[muni].legacy.file_server
-        device_file = devices.get(muni)
-        muni_devices = device_file.keys if device_file else set()
+        device_file = devices.get(muni, CsvRows([], set()))  # None: unreadable, so not checked against
         for line, user in found.rows:
             key = user.legacy_id.lower()
             if key in seen_ids:
@@ -139,13 +138,13 @@ def check_links(
                         rel, line, "profile_path", f"must lie under the file server's profile_root {fs.profile_root}"
                     )
                 )
-            if user.device is not None and device_file is not None and user.device not in muni_devices:
+            if user.device is not None and device_file is not None and user.device not in device_file.keys:
                 problems.append(
                     Problem(rel, line, "device", f"unknown device '{user.device}' (not in devices/{muni}.csv)")
                 )
 
     for muni, rel, dfound in _readable("devices", devices, known_munis, problems):
-        user_file = users.get(muni, CsvRows([], set()))
+        user_file = users.get(muni, CsvRows([], set()))  # None: unreadable, so not checked against
         ids: dict[str, int] = {}
         macs: dict[str, int] = {}
         for line, dev in dfound.rows:
