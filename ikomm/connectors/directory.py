@@ -121,7 +121,7 @@ class DirectoryConnector:
             self.config.bind_dn,
             self._password,
             raise_exceptions=True,
-            receive_timeout=int(self._timeout),
+            receive_timeout=self._timeout,
             auto_referrals=False,
         )
         try:
@@ -149,8 +149,7 @@ class DirectoryConnector:
                 if entry["type"] == "searchResEntry":
                     yield _snapshot(entry["dn"], entry["attributes"])
         except Exception as exc:
-            self._drop_if_broken(exc)
-            raise classify(exc, f"search {base} {ldap_filter}") from None
+            raise self._failed(exc, f"search {base} {ldap_filter}") from None
 
     def read(self, dn: str, attributes: Sequence[str] = ("*",)) -> Snapshot | None:
         """The entry at dn with its attributes, or None if there is none."""
@@ -160,9 +159,8 @@ class DirectoryConnector:
         except lx.LDAPNoSuchObjectResult:
             return None
         except Exception as exc:
-            self._drop_if_broken(exc)
-            raise classify(exc, f"read {dn}") from None
-        return _snapshot(conn.entries[0].entry_dn, conn.response[0]["attributes"]) if conn.response else None
+            raise self._failed(exc, f"read {dn}") from None
+        return _snapshot(conn.response[0]["dn"], conn.response[0]["attributes"]) if conn.response else None
 
     def find_user(self, legacy_id: str) -> Snapshot | None:
         """The user whose legacy id attribute (from the attribute map) equals legacy_id, or None."""
@@ -177,8 +175,7 @@ class DirectoryConnector:
         try:
             self.connection().add(dn, list(object_classes), dict(attributes))
         except Exception as exc:
-            self._drop_if_broken(exc)
-            raise classify(exc, f"add {dn}") from None
+            raise self._failed(exc, f"add {dn}") from None
 
     def modify(self, dn: str, wanted: Mapping[str, Sequence[str]]) -> Change:
         """Make the named attributes of dn equal wanted, writing only what differs."""
@@ -191,14 +188,16 @@ class DirectoryConnector:
             try:
                 self.connection().modify(dn, changes)
             except Exception as exc:
-                self._drop_if_broken(exc)
-                raise classify(exc, f"modify {dn}") from None
+                raise self._failed(exc, f"modify {dn}") from None
         after = {name: tuple(sorted(str(v) for v in wanted[name])) for name in changes}
         return Change(dn, bool(changes), before, after)
 
-    def _drop_if_broken(self, exc: Exception) -> None:
-        if isinstance(classify(exc, ""), TransientError):
-            self._conn = None  # reconnect on the next call
+    def _failed(self, exc: Exception, doing: str) -> IkommError:
+        """Classify exc; after a transient fault, forget the connection so the next call reconnects."""
+        error = classify(exc, doing)
+        if isinstance(error, TransientError):
+            self._conn = None
+        return error
 
 
 def _snapshot(dn: str, attributes: Mapping[str, Any]) -> Snapshot:
