@@ -58,6 +58,7 @@ demo: setup
 
 bench: setup
 	$(BIN)/python -m bench.lab_start
+	$(BIN)/python -m bench.connectors
 
 clean:
 	-$(BIN)/ikomm lab down

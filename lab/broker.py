@@ -12,9 +12,9 @@ the migration calls, keeping their state in a JSON file:
     Invoke-RDUserLogoff -HostServer 'h' -UnifiedSessionID 5 -Force
     ... | ConvertTo-Json [-Compress] [-Depth N]
 
-Strings must be single-quoted literals ('' escapes a quote) or double-quoted without `$` or a
-backtick: anything that would expand or escape in real PowerShell is refused, as a script built
-with unsafe quoting would be dangerous on a real broker.
+Strings must be single-quoted literals ('' escapes a quote; ‘ ’ ‚ ‛ count as quotes, as in
+PowerShell) or double-quoted without `$` or a backtick: anything that would expand or escape in
+real PowerShell is refused, as a script built with unsafe quoting would be dangerous on a real broker.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class ScriptError(Exception):
 
 TOKEN = re.compile(
     r"""\s*(?:
-        (?P<sq>'(?:[^']|'')*')
+        (?P<sq>['\u2018\u2019\u201a\u201b](?:[^'\u2018\u2019\u201a\u201b]|['\u2018\u2019\u201a\u201b]{2})*['\u2018\u2019\u201a\u201b])
       | (?P<dq>"[^"]*")
       | (?P<arr>@\()
       | (?P<punct>[(),|;\n])
@@ -63,6 +63,9 @@ TOKEN = re.compile(
     )""",
     re.VERBOSE,
 )
+
+
+SQ_PAIR = re.compile("(['\u2018\u2019\u201a\u201b])['\u2018\u2019\u201a\u201b]")  # PowerShell: any two quotes make one
 
 
 def tokenize(script: str) -> list[tuple[str, str]]:
@@ -82,7 +85,7 @@ def tokenize(script: str) -> list[tuple[str, str]]:
         if kind == "dq" and ("$" in value or "`" in value):
             raise ScriptError("double-quoted strings with $ or ` are refused (would expand)")
         if kind == "sq":
-            kind, value = "str", value[1:-1].replace("''", "'")
+            kind, value = "str", SQ_PAIR.sub(r"\1", value[1:-1])
         elif kind == "dq":
             kind, value = "str", value[1:-1]
         tokens.append((kind, value))

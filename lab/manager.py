@@ -135,6 +135,29 @@ class Lab:
             subprocess.run(["umount", mountpoint], check=False, capture_output=True)
         return stopped
 
+    def server_path(self, server: str, path: str) -> Path:
+        """Where a path on one of the lab's SSH servers lives on this machine (to set up or inspect a test)."""
+        return self.dir / "sshd" / server / "root" / path.lstrip("/")
+
+    def stop_server(self, name: str) -> None:
+        """Stop one running server (to inject a fault); `start_server` brings it back with its data."""
+        procs = process.load(self.pids)
+        for proc in procs:
+            if proc.name == name:
+                process.stop(proc)
+                return
+        raise LabError(f"no running lab server named {name!r}")
+
+    def start_server(self, name: str) -> None:
+        """Start one server of the lab again, as `up` started it, and wait until it answers."""
+        server = next((s for s in self.servers if s.name == name), None)
+        if server is None:
+            raise LabError(f"the lab has no server named {name!r}")
+        procs = [p for p in process.load(self.pids) if p.name != name]
+        proc = process.spawn(name, self._argv(server), self.logs / f"{name}.log", server.host, server.port, server.tls)
+        process.save(self.pids, [*procs, proc])
+        process.wait_ready([proc], self.dir / "tls" / "lab-ca.pem", self.logs)
+
     def _mounts(self) -> list[str]:
         """Overlay mounts of this lab that are in place now."""
         prefix = f"{self.dir / 'sshd'}/"

@@ -88,9 +88,14 @@ def wait_ready(procs: list[Running], ca_file: Path | None, logs: Path, timeout: 
 
 
 def stop(proc: Running, grace: float = 5.0) -> bool:
-    """Stop the process group of proc (SIGTERM, then SIGKILL); return True if it was running."""
+    """Stop the process group of proc (SIGTERM, then SIGKILL) and every descendant that left the group
+    (sshd's per-connection children call setsid): like a server that dies, its connections go too.
+    Return True if it was running."""
     if not is_alive(proc):
         return False
+    for pid in _descendants(proc.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     try:
         os.killpg(proc.pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -114,6 +119,24 @@ def _group_alive(pgid: int) -> bool:
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pgid, os.WNOHANG)
     return any(_pgid_of(int(p)) == pgid for p in os.listdir("/proc") if p.isdigit())
+
+
+def _descendants(root: int) -> list[int]:
+    """Every process below root in the process tree (by parent pid)."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                fields = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            children.setdefault(int(fields[1]), []).append(int(name))
+    out, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
 
 
 def _pgid_of(pid: int) -> int | None:

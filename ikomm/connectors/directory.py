@@ -1,13 +1,28 @@
 """The directory connector: one AD or OpenLDAP server reached with ldap3, over validated TLS.
 
-A first slice of issue 3: a bound connection reused per connector, paged searches, escaped filter
-values, snapshots of an entry, and idempotent modifications that write only the difference. Every
-ldap3 error leaves as one of ikomm's own (transient, conflict, invalid input, fatal).
+One bound connection per connector and thread, reused; paged searches; escaped filter values and
+DN components; snapshots of an entry with its memberships; idempotent modifications that write only
+the difference. Every ldap3 error leaves as one of ikomm's own (transient, conflict, invalid input,
+fatal), and no password ever appears in one.
+
+Directory kinds differ in three places:
+
+| | Active Directory (Samba AD in the lab) | OpenLDAP (posixAccount, groupOfNames) |
+|---|---|---|
+| disabled | userAccountControl bit 2 (ACCOUNTDISABLE) | `shadowExpire: 1` (expired since 1970-01-02) |
+| password | `unicodePwd`, quoted UTF-16-LE, LDAPS only; `pwdLastSet=0` = must change | not written |
+| membership | `member` of group (add of an existing one: 68, remove of a missing one: 53) | same (20, 16) |
+
+`shadowExpire` is what the legacy systems understand: their PAM/NSS stacks (pam_unix via
+nss-ldap/sssd) refuse an expired shadow account, while `pwdAccountLockedTime` needs the ppolicy
+overlay, which the legacy slapd servers do not load.
 """
 
 from __future__ import annotations
 
+import base64
 import ssl
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +31,7 @@ from typing import Any
 import ldap3
 from ldap3.core import exceptions as lx
 from ldap3.utils.conv import escape_filter_chars
+from ldap3.utils.dn import escape_rdn
 
 from ikomm.errors import ConflictError, FatalError, IkommError, InvalidInputError, TransientError
 from ikomm.inventory.models import DirectoryConfig
@@ -23,6 +39,10 @@ from ikomm.inventory.models import DirectoryConfig
 TRANSIENT_RESULTS = {3, 11, 51, 52, 80}  # time limit, admin limit, busy, unavailable, other (server-side)
 CONFLICT_RESULTS = {19, 20, 66, 67, 68, 69}  # constraint, value exists, non-leaf, RDN, entry exists, OC mods
 INVALID_RESULTS = {16, 17, 18, 21, 32, 34, 64, 65}  # no such attribute/object, syntax, naming, object class
+ALREADY_MEMBER = {20, 68}  # OpenLDAP: attributeOrValueExists; AD: entryAlreadyExists
+NOT_A_MEMBER = {16, 53}  # OpenLDAP: noSuchAttribute; AD: unwillingToPerform ("already deleted")
+MUST_CHANGE = ("data 773", "data 532")  # AD bind refused, but the password was right: must change / expired
+UAC_DISABLED = 0x2
 Changes = dict[str, list[tuple[str, list[str]]]]
 
 
@@ -46,6 +66,27 @@ class Change:
     changed: bool
     before: Mapping[str, tuple[str, ...]]
     after: Mapping[str, tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class EntryState:
+    """An entry and the DNs of the groups it is a member of: what a rollback must restore."""
+
+    entry: Snapshot
+    groups: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for the ledger and snapshots (JSON-able)."""
+        return {
+            "dn": self.entry.dn,
+            "attributes": {k: list(v) for k, v in self.entry.attributes.items()},
+            "groups": list(self.groups),
+        }
+
+
+def child_dn(attribute: str, value: str, parent: str) -> str:
+    """attribute=value,parent with value escaped as a DN component (commas, plus, quotes, æøå safe)."""
+    return f"{attribute}={escape_rdn(value)},{parent}"
 
 
 def equality_filter(attribute: str, value: str) -> str:
@@ -107,22 +148,31 @@ class DirectoryConnector:
             config.host, port=config.port, use_ssl=config.security == "ldaps", tls=tls, connect_timeout=timeout
         )
         self._timeout = timeout
-        self._conn: ldap3.Connection | None = None
+        self._local = threading.local()
 
     def __repr__(self) -> str:  # never shows the password
         return f"DirectoryConnector({self.config.kind}, {self.config.host}:{self.config.port})"
 
+    @property
+    def _conn(self) -> ldap3.Connection | None:
+        conn: ldap3.Connection | None = getattr(self._local, "conn", None)
+        return conn
+
+    @_conn.setter
+    def _conn(self, conn: ldap3.Connection | None) -> None:
+        self._local.conn = conn
+
     def connection(self) -> ldap3.Connection:
-        """The bound connection, opened (and StartTLS'd) on first use and reused afterwards."""
-        if self._conn is not None and self._conn.bound and not self._conn.closed:
-            return self._conn
+        """This thread's bound connection, opened (and StartTLS'd) on first use and reused afterwards."""
+        conn = self._conn
+        if conn is not None and conn.bound and not conn.closed:
+            return conn
+        self._conn = self._bind(self.config.bind_dn, self._password)
+        return self._conn
+
+    def _bind(self, login: str, password: str) -> ldap3.Connection:
         conn = ldap3.Connection(
-            self._server,
-            self.config.bind_dn,
-            self._password,
-            raise_exceptions=True,
-            receive_timeout=self._timeout,
-            auto_referrals=False,
+            self._server, login, password, raise_exceptions=True, receive_timeout=self._timeout, auto_referrals=False
         )
         try:
             conn.open()
@@ -130,12 +180,12 @@ class DirectoryConnector:
                 conn.start_tls()
             conn.bind()
         except Exception as exc:
-            raise classify(exc, f"bind to {self.config.host}") from None
-        self._conn = conn
+            conn.unbind()
+            raise classify(exc, f"bind to {self.config.host} as {login}") from None
         return conn
 
     def close(self) -> None:
-        """Unbind and forget the connection."""
+        """Unbind and forget this thread's connection."""
         if self._conn is not None:
             self._conn.unbind()
             self._conn = None
@@ -147,7 +197,7 @@ class DirectoryConnector:
                 base, ldap_filter, attributes=list(attributes), paged_size=500, generator=True
             ):
                 if entry["type"] == "searchResEntry":
-                    yield _snapshot(entry["dn"], entry["attributes"])
+                    yield _snapshot(entry["dn"], entry["raw_attributes"])
         except Exception as exc:
             raise self._failed(exc, f"search {base} {ldap_filter}") from None
 
@@ -160,7 +210,7 @@ class DirectoryConnector:
             return None
         except Exception as exc:
             raise self._failed(exc, f"read {dn}") from None
-        return _snapshot(conn.response[0]["dn"], conn.response[0]["attributes"]) if conn.response else None
+        return _snapshot(conn.response[0]["dn"], conn.response[0]["raw_attributes"]) if conn.response else None
 
     def find_user(self, legacy_id: str) -> Snapshot | None:
         """The user whose legacy id attribute (from the attribute map) equals legacy_id, or None."""
@@ -192,6 +242,97 @@ class DirectoryConnector:
         after = {name: tuple(sorted(str(v) for v in wanted[name])) for name in changes}
         return Change(dn, bool(changes), before, after)
 
+    def state(self, dn: str) -> EntryState | None:
+        """The entry's complete state (every user attribute, and the groups it is in), or None."""
+        entry = self.read(dn)
+        return None if entry is None else EntryState(entry, self.groups_of(entry.dn))
+
+    def groups_of(self, member_dn: str) -> tuple[str, ...]:
+        """DNs of the groups below the directory's groups_dn that list member_dn as a member."""
+        found = self.search(self.config.groups_dn, equality_filter("member", member_dn), ["1.1"])
+        return tuple(sorted(s.dn for s in found))
+
+    def add_member(self, group_dn: str, member_dn: str) -> bool:
+        """Make member_dn a member of group_dn; False if it already was (nothing written)."""
+        return self._membership(ldap3.MODIFY_ADD, group_dn, member_dn, ALREADY_MEMBER)
+
+    def remove_member(self, group_dn: str, member_dn: str) -> bool:
+        """Take member_dn out of group_dn; False if it was not a member (nothing written)."""
+        return self._membership(ldap3.MODIFY_DELETE, group_dn, member_dn, NOT_A_MEMBER)
+
+    def _membership(self, op: str, group_dn: str, member_dn: str, no_op_codes: set[int]) -> bool:
+        try:
+            self.connection().modify(group_dn, {"member": [(op, [member_dn])]})
+        except lx.LDAPOperationResult as exc:
+            if exc.result in no_op_codes:
+                return False
+            raise self._failed(exc, f"{'add' if op == ldap3.MODIFY_ADD else 'remove'} member of {group_dn}") from None
+        except Exception as exc:
+            raise self._failed(exc, f"membership in {group_dn}") from None
+        return True
+
+    def is_enabled(self, entry: Snapshot) -> bool:
+        """Whether the entry may log on, in the way of this directory's kind."""
+        if self.config.kind == "ad":
+            return not int((entry.get("userAccountControl") or ("0",))[0]) & UAC_DISABLED
+        return not entry.get("shadowExpire")
+
+    def set_enabled(self, dn: str, enabled: bool) -> Change:
+        """Enable or disable the account (AD: userAccountControl bit 2; OpenLDAP: shadowExpire=1)."""
+        if self.config.kind != "ad":
+            return self.modify(dn, {"shadowExpire": [] if enabled else ["1"]})
+        entry = self.read(dn, ["userAccountControl"])
+        if entry is None:
+            raise InvalidInputError(f"enable/disable {dn}: no such entry")
+        uac = int((entry.get("userAccountControl") or ("512",))[0])
+        return self.modify(dn, {"userAccountControl": [str(uac & ~UAC_DISABLED if enabled else uac | UAC_DISABLED)]})
+
+    def set_password(self, dn: str, password: str, must_change: bool = True) -> None:
+        """AD only, LDAPS only: set unicodePwd (and pwdLastSet=0 so the user must change it at first logon)."""
+        if self.config.kind != "ad" or self.config.security != "ldaps":
+            raise FatalError(f"set password on {self.config.host}: only for Active Directory over LDAPS")
+        changes: Changes = {"unicodePwd": [(ldap3.MODIFY_REPLACE, [f'"{password}"'.encode("utf-16-le")])]}  # type: ignore[list-item]
+        if must_change:
+            changes["pwdLastSet"] = [(ldap3.MODIFY_REPLACE, ["0"])]
+        try:
+            self.connection().modify(dn, changes)
+        except lx.LDAPOperationResult as exc:  # the server's message never holds the password
+            raise self._failed(exc, f"set password of {dn}") from None
+        except Exception as exc:  # other ldap3 errors may quote values: name only the type
+            raise self._failed(FatalError(type(exc).__name__), f"set password of {dn}") from None
+
+    def check_password(self, login: str, password: str) -> bool:
+        """Whether login (DN or UPN) binds with password; 'must change at next logon' counts as right."""
+        try:
+            self._bind(login, password).unbind()
+        except IkommError as exc:
+            if isinstance(exc, TransientError):
+                raise
+            return any(code in str(exc) for code in MUST_CHANGE)
+        return True
+
+    def move(self, dn: str, new_parent: str) -> str:
+        """Move the entry under new_parent, keeping its RDN; return the new DN (idempotent)."""
+        rdn = _first_rdn(dn)
+        target = f"{rdn},{new_parent}"
+        if self.read(target, ["1.1"]) is not None:
+            return target
+        try:
+            self.connection().modify_dn(dn, rdn, new_superior=new_parent)
+        except Exception as exc:
+            raise self._failed(exc, f"move {dn} to {new_parent}") from None
+        return target
+
+    def delete(self, dn: str) -> bool:
+        """Delete a leaf entry; False if it was already gone."""
+        try:
+            self.connection().delete(dn)
+        except lx.LDAPNoSuchObjectResult:
+            return False
+        except Exception as exc:
+            raise self._failed(exc, f"delete {dn}") from None
+        return True
+
     def _failed(self, exc: Exception, doing: str) -> IkommError:
         """Classify exc; after a transient fault, forget the connection so the next call reconnects."""
         error = classify(exc, doing)
@@ -200,11 +341,32 @@ class DirectoryConnector:
         return error
 
 
-def _snapshot(dn: str, attributes: Mapping[str, Any]) -> Snapshot:
+def _first_rdn(dn: str) -> str:
+    """The first RDN of dn, honouring escaped commas."""
+    i = 0
+    while i < len(dn):
+        if dn[i] == "\\":
+            i += 2
+            continue
+        if dn[i] == ",":
+            return dn[:i]
+        i += 1
+    return dn
+
+
+def _text(value: bytes) -> str:
+    """A raw LDAP value as the server sent it: UTF-8 text, or base64 for binary values (GUIDs, SIDs)."""
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return "base64:" + base64.b64encode(value).decode("ascii")
+
+
+def _snapshot(dn: str, raw: Mapping[str, Any]) -> Snapshot:
+    """A Snapshot from ldap3's raw_attributes: exact server values, so a snapshot restores what was there."""
     values: dict[str, tuple[str, ...]] = {}
-    for name, raw in attributes.items():
-        items = raw if isinstance(raw, list) else [raw]
-        text = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in items if v is not None]
+    for name, items in raw.items():
+        text = [_text(v) if isinstance(v, bytes) else str(v) for v in items if v is not None]
         if text:
             values[name.lower()] = tuple(sorted(text))
     return Snapshot(dn, values)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ikomm.inventory.models import Application, Device, Municipality, PlatformFile, Server, User
+from ikomm.inventory.models import Application, Device, Municipality, PlatformFile, Server, User, Zone
 
 
 @dataclass(frozen=True)
@@ -36,3 +36,10 @@ class Inventory:
     def user_count(self) -> int:
         """How many users the inventory holds."""
         return sum(len(rows) for rows in self.users.values())
+
+    def zone(self, zone_id: str) -> Zone:
+        """The platform zone with this id."""
+        for zone in self.platform.zones:
+            if zone.id == zone_id:
+                return zone
+        raise KeyError(zone_id)

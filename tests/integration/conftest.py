@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from ikomm.connectors import Connectors
 from ikomm.errors import IkommError
 from ikomm.inventory import Inventory, load_inventory
 from ikomm.synthetic import generate
@@ -57,3 +58,11 @@ def lab(lab_inventory: Inventory) -> Iterator[Lab]:
     the_lab.up()
     yield the_lab
     the_lab.down()
+
+
+@pytest.fixture
+def connectors(lab: Lab, lab_inventory: Inventory) -> Iterator[Connectors]:
+    """Connectors built from the test inventory, closed after the test."""
+    made = Connectors(lab_inventory)
+    yield made
+    made.close()

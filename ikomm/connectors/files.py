@@ -1,0 +1,400 @@
+"""File servers over SFTP (paramiko): a small connection pool per host, manifests, streaming copies.
+
+Host keys come from the inventory's known_hosts and are checked with RejectPolicy, always; only
+key authentication is tried. A copy streams each file in chunks (bounded memory), writes it under a
+temporary name and renames it into place, then sets mode, owner and modification time, so a copy
+interrupted anywhere resumes by skipping what is already complete. Nothing leaves the user's root:
+names are taken from listings one level at a time, symlinks are never followed, and one pointing
+outside the root is refused and reported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import queue
+import socket
+import stat
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paramiko
+
+from ikomm.errors import FatalError, IkommError, InvalidInputError, TransientError
+
+CHUNK = 32 * 1024  # paramiko's largest SFTP read
+BATCH = 16  # reads in flight per file
+PART = ".ikomm-part"
+JUNK_NAMES = frozenset({"thumbs.db", "desktop.ini", ".ds_store", "~$lock"})
+JUNK_FOLDERS = frozenset({"temp", "tmp", "inetcache", "temporary internet files", "cache", "$recycle.bin"})
+
+
+def is_junk(rel: str, folder: bool = False) -> bool:
+    """Whether a relative path is temp or cache material a migration should not carry over."""
+    parts = [p.lower() for p in rel.split("/")]
+    name = parts[-1]
+    if folder:
+        return name in JUNK_FOLDERS
+    return name in JUNK_NAMES or name.endswith((".tmp", PART)) or name.startswith("~$")
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One file of a manifest; sha256 is empty when the manifest was taken without hashing."""
+
+    size: int
+    mtime: int
+    sha256: str = ""
+
+
+@dataclass
+class Manifest:
+    """A tree as seen on one server: files (relative path -> entry), folders, and symlinks kept."""
+
+    root: str
+    files: dict[str, FileEntry] = field(default_factory=dict)
+    folders: set[str] = field(default_factory=set)
+    links: dict[str, str] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def bytes(self) -> int:
+        return sum(e.size for e in self.files.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for the ledger (JSON-able)."""
+        return {
+            "root": self.root,
+            "files": {p: [e.size, e.mtime, e.sha256] for p, e in sorted(self.files.items())},
+            "folders": sorted(self.folders),
+            "links": dict(sorted(self.links.items())),
+            "refused": dict(sorted(self.refused.items())),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        files = {p: FileEntry(int(v[0]), int(v[1]), str(v[2])) for p, v in data["files"].items()}
+        return cls(data["root"], files, set(data["folders"]), dict(data["links"]), dict(data["refused"]))
+
+
+@dataclass
+class CopyReport:
+    """What a copy did: files copied and skipped as unchanged, bytes moved, and every failure with its reason."""
+
+    source: Manifest
+    copied: int = 0
+    unchanged: int = 0
+    bytes: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+    written: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The target compared with the source manifest: missing and different files, extra files on the target."""
+
+    missing: tuple[str, ...]
+    different: tuple[str, ...]
+    extra: tuple[str, ...]
+    source: Manifest
+    target: Manifest
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing and not self.different
+
+
+def inside(rel_dir: str, target: str) -> str | None:
+    """The link target relative to the root, or None if it would leave the root."""
+    if target.startswith("/"):
+        return None
+    path = posixpath.normpath(posixpath.join(rel_dir, target))
+    return None if path == ".." or path.startswith("../") else path
+
+
+class FileServer:
+    """One SFTP server: settings in, a pool of authenticated connections inside, ikomm errors out."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        user: str,
+        key_file: Path,
+        known_hosts: Path,
+        pool_size: int = 4,
+        timeout: float = 10.0,
+    ) -> None:
+        if not known_hosts.is_file():
+            raise FatalError(f"{host}: known_hosts file {known_hosts} is missing; host keys are never trusted blindly")
+        self.host, self.port, self.user = host, port, user
+        self._key_file, self._known_hosts, self._timeout = key_file, known_hosts, timeout
+        self._idle: queue.LifoQueue[tuple[paramiko.SSHClient, paramiko.SFTPClient]] = queue.LifoQueue()
+        self._slots = threading.BoundedSemaphore(pool_size)
+
+    def __repr__(self) -> str:
+        return f"FileServer({self.host}:{self.port})"
+
+    def _connect(self) -> tuple[paramiko.SSHClient, paramiko.SFTPClient]:
+        client = paramiko.SSHClient()
+        client.load_host_keys(str(self._known_hosts))
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        try:
+            client.connect(
+                self.host,
+                port=self.port,
+                username=self.user,
+                key_filename=str(self._key_file),
+                allow_agent=False,
+                look_for_keys=False,
+                timeout=self._timeout,
+                banner_timeout=self._timeout,
+                auth_timeout=self._timeout,
+            )
+            sftp = client.open_sftp()
+            sftp.get_channel().settimeout(self._timeout)  # type: ignore[union-attr]
+        except Exception as exc:
+            client.close()
+            raise classify(exc, f"connect to {self.host}:{self.port}") from None
+        return client, sftp
+
+    @contextmanager
+    def session(self) -> Iterator[paramiko.SFTPClient]:
+        """An SFTP session from the pool (at most pool_size at once); a broken one is closed, not returned."""
+        self._slots.acquire()
+        try:
+            pair = self._checkout()
+            try:
+                yield pair[1]
+            except BaseException as exc:
+                pair[0].close()
+                if isinstance(exc, OSError | EOFError | paramiko.SSHException):  # the caller's own errors pass
+                    raise classify(exc, f"sftp on {self.host}") from None
+                raise
+            self._idle.put(pair)
+        finally:
+            self._slots.release()
+
+    def _checkout(self) -> tuple[paramiko.SSHClient, paramiko.SFTPClient]:
+        """An idle connection whose transport is still up, or a new one."""
+        while True:
+            try:
+                client, sftp = self._idle.get_nowait()
+            except queue.Empty:
+                return self._connect()
+            transport = client.get_transport()
+            if transport is not None and transport.is_active():
+                return client, sftp
+            client.close()
+
+    def close(self) -> None:
+        """Close every idle connection."""
+        while True:
+            try:
+                self._idle.get_nowait()[0].close()
+            except queue.Empty:
+                return
+
+    # --- reading --------------------------------------------------------------------------------
+
+    def exists(self, path: str) -> bool:
+        with self.session() as sftp:
+            try:
+                sftp.lstat(path)
+            except FileNotFoundError:
+                return False
+        return True
+
+    def read_text(self, path: str) -> str | None:
+        """The file's text (UTF-8), or None if there is no such file."""
+        with self.session() as sftp:
+            try:
+                with sftp.open(path, "rb") as fh:
+                    return fh.read().decode("utf-8")
+            except FileNotFoundError:
+                return None
+
+    def manifest(self, root: str, hashes: bool = True, skip: Callable[[str, bool], bool] = is_junk) -> Manifest:
+        """Walk root without following symlinks: every file's size, mtime (and sha256), folders, links."""
+        manifest = Manifest(root)
+        with self.session() as sftp:
+            try:
+                sftp.lstat(root)
+            except FileNotFoundError:
+                raise InvalidInputError(f"{self.host}:{root}: no such folder") from None
+            pending = [""]
+            while pending:
+                rel_dir = pending.pop()
+                for attr in sftp.listdir_attr(posixpath.join(root, rel_dir) if rel_dir else root):
+                    rel = posixpath.join(rel_dir, attr.filename) if rel_dir else attr.filename
+                    mode = attr.st_mode or 0
+                    if attr.filename in (".", "..") or "/" in attr.filename or skip(rel, stat.S_ISDIR(mode)):
+                        continue
+                    if stat.S_ISDIR(mode):
+                        manifest.folders.add(rel)
+                        pending.append(rel)
+                    elif stat.S_ISLNK(mode):
+                        target = sftp.readlink(posixpath.join(root, rel)) or ""
+                        if inside(rel_dir, target) is None:
+                            manifest.refused[rel] = f"symlink to {target!r} points outside the user's folder"
+                        else:
+                            manifest.links[rel] = target
+                    elif stat.S_ISREG(mode):
+                        digest = _sha256(sftp, posixpath.join(root, rel), attr.st_size or 0) if hashes else ""
+                        manifest.files[rel] = FileEntry(attr.st_size or 0, int(attr.st_mtime or 0), digest)
+                    else:
+                        manifest.refused[rel] = "not a regular file, folder or symlink"
+        return manifest
+
+    # --- writing --------------------------------------------------------------------------------
+
+    def write_atomic(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        """Write data to path through a temporary file and a POSIX rename: readers see old or new, never half."""
+        tmp = path + PART
+        with self.session() as sftp:
+            with sftp.open(tmp, "wb") as fh:
+                fh.write(data)
+            sftp.chmod(tmp, mode)
+            sftp.posix_rename(tmp, path)
+
+    def remove(self, path: str) -> bool:
+        """Remove a file; False if it was not there."""
+        with self.session() as sftp:
+            try:
+                sftp.remove(path)
+            except FileNotFoundError:
+                return False
+        return True
+
+    def rename(self, old: str, new: str) -> None:
+        """Rename within the server, creating the new parent folders."""
+        with self.session() as sftp:
+            _makedirs(sftp, posixpath.dirname(new), 0o700)
+            sftp.posix_rename(old, new)
+
+
+def copy_tree(
+    source: FileServer,
+    src_root: str,
+    target: FileServer,
+    dst_root: str,
+    owner: tuple[int, int] | None = None,
+    file_mode: int = 0o600,
+    dir_mode: int = 0o700,
+    on_file: Callable[[str, int], None] | None = None,
+) -> CopyReport:
+    """Copy src_root on source to dst_root on target, moving only files whose size or mtime differ.
+
+    Streams each file in bounded batches to a temporary name, renames it into place, then sets mode,
+    owner and mtime, so an interrupted copy resumes where it stopped. Junk is skipped; links that stay
+    inside the root are recreated as links, others refused; every file not copied is reported.
+    """
+    listing = source.manifest(src_root, hashes=False)
+    report = CopyReport(listing)
+    report.failed.update(listing.refused)
+    existing = target.manifest(dst_root, hashes=False).files if target.exists(dst_root) else {}
+    with source.session() as src, target.session() as dst:
+        _makedirs(dst, dst_root, dir_mode, owner)
+        for folder in sorted(listing.folders):
+            _makedirs(dst, posixpath.join(dst_root, folder), dir_mode, owner)
+        for rel, entry in sorted(listing.files.items()):
+            have = existing.get(rel)
+            if have is not None and have.size == entry.size and have.mtime == entry.mtime:
+                report.unchanged += 1
+                continue
+            try:
+                _stream(src, posixpath.join(src_root, rel), dst, posixpath.join(dst_root, rel), entry.size)
+                _finish(dst, posixpath.join(dst_root, rel), entry, file_mode, owner)
+            except (PermissionError, FileNotFoundError) as exc:  # this file only; a dead link raises others
+                report.failed[rel] = f"{type(exc).__name__}: {exc.strerror or exc}"
+                continue
+            report.copied += 1
+            report.bytes += entry.size
+            report.written.append(rel)
+            if on_file:
+                on_file(rel, entry.size)
+        for rel, link in sorted(listing.links.items()):
+            path = posixpath.join(dst_root, rel)
+            try:
+                dst.lstat(path)
+            except FileNotFoundError:
+                dst.symlink(link, path)
+                report.written.append(rel)
+    return report
+
+
+def verify_tree(source: FileServer, src_root: str, target: FileServer, dst_root: str) -> Verification:
+    """Take a hashed manifest on each side and compare: missing, different (size, mtime, sha256), extra."""
+    want = source.manifest(src_root, hashes=True)
+    have = target.manifest(dst_root, hashes=True) if target.exists(dst_root) else Manifest(dst_root)
+    missing = sorted(set(want.files) - set(have.files))
+    different = sorted(rel for rel, e in want.files.items() if rel in have.files and have.files[rel] != e)
+    extra = sorted(set(have.files) - set(want.files))
+    return Verification(tuple(missing), tuple(different), tuple(extra), want, have)
+
+
+def classify(exc: Exception, doing: str) -> IkommError:
+    """Turn a paramiko or socket exception into ikomm's error for what the caller should do next."""
+    if isinstance(exc, IkommError):
+        return exc
+    if isinstance(exc, paramiko.BadHostKeyException):
+        return FatalError(f"{doing}: the host key has changed; refusing to connect")
+    if isinstance(exc, paramiko.SSHException) and "not found in known_hosts" in str(exc):
+        return FatalError(f"{doing}: unknown host key; refusing to connect")
+    if isinstance(exc, paramiko.AuthenticationException):
+        return FatalError(f"{doing}: key authentication failed")
+    if isinstance(exc, socket.timeout | TimeoutError | ConnectionError | EOFError | paramiko.SSHException | OSError):
+        return TransientError(f"{doing}: {type(exc).__name__}: {exc}")
+    return FatalError(f"{doing}: {type(exc).__name__}: {exc}")
+
+
+def _chunks(fh: paramiko.SFTPFile, size: int) -> Iterator[bytes]:
+    """The file's bytes, CHUNK at a time, with BATCH reads in flight: memory bounded by BATCH * CHUNK."""
+    for start in range(0, size, BATCH * CHUNK):
+        end = min(size, start + BATCH * CHUNK)
+        yield from fh.readv([(o, min(CHUNK, end - o)) for o in range(start, end, CHUNK)])
+
+
+def _sha256(sftp: paramiko.SFTPClient, path: str, size: int) -> str:
+    digest = hashlib.sha256()
+    with sftp.open(path, "rb") as fh:
+        for chunk in _chunks(fh, size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _stream(src: paramiko.SFTPClient, src_path: str, dst: paramiko.SFTPClient, dst_path: str, size: int) -> None:
+    """Copy one file in bounded chunks to a temporary name, then rename it into place."""
+    tmp = dst_path + PART
+    with src.open(src_path, "rb") as fin, dst.open(tmp, "wb") as fout:
+        fout.set_pipelined(True)
+        for chunk in _chunks(fin, size):
+            fout.write(chunk)
+    dst.posix_rename(tmp, dst_path)
+
+
+def _finish(sftp: paramiko.SFTPClient, path: str, entry: FileEntry, mode: int, owner: tuple[int, int] | None) -> None:
+    sftp.chmod(path, mode)
+    if owner is not None:
+        sftp.chown(path, *owner)
+    sftp.utime(path, (entry.mtime, entry.mtime))
+
+
+def _makedirs(sftp: paramiko.SFTPClient, path: str, mode: int, owner: tuple[int, int] | None = None) -> None:
+    """mkdir -p, setting mode and owner on the folders it creates."""
+    missing = []
+    while path not in ("", "/"):
+        try:
+            sftp.stat(path)
+            break
+        except FileNotFoundError:
+            missing.append(path)
+            path = posixpath.dirname(path)
+    for folder in reversed(missing):
+        sftp.mkdir(folder, mode)
+        if owner is not None:
+            sftp.chown(folder, *owner)
