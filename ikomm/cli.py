@@ -223,4 +223,6 @@ def _print_status(lab: Lab) -> None:
 
 def main() -> None:
     """Entry point of the `ikomm` console script."""
+    import ikomm.cli_wave  # noqa: F401  (registers wave, server and status)
+
     app()

@@ -5,13 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import random
-import unicodedata
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from ikomm.naming import fold
 
 GIVEN = [
     "Kari",
@@ -191,13 +192,6 @@ LEGACY_FS_OCTET = {"lillehammer": 11, "gausdal": 12, "oyer": 13}
 LEGACY_DIR_OCTET = {"lillehammer": 3, "gausdal": 4, "oyer": 5}
 SSH_PORT = 2222
 PLATFORM_BASE = "DC=plattform,DC=ikomm,DC=no"
-FOLD = str.maketrans({"æ": "ae", "ø": "o", "å": "aa", "Æ": "Ae", "Ø": "O", "Å": "Aa"})
-
-
-def fold(text: str) -> str:
-    """Norwegian transliteration to ASCII (æ→ae, ø→o, å→aa), other accents stripped."""
-    text = text.translate(FOLD)
-    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
 
 
 def _slug(text: str) -> str:

@@ -35,6 +35,7 @@ from pathlib import Path, PurePosixPath
 from ikomm.errors import LabError
 from ikomm.inventory import Inventory
 from ikomm.inventory.models import DirectoryConfig, FileServerConfig
+from ikomm.naming import netbios_domain
 from lab import process, seed
 from lab.keys import LabCA, new_password, new_ssh_key, write_private
 
@@ -317,7 +318,7 @@ class Lab:
         if s.name == "platform-ad":
             return self.inv.platform.directory, "IKOMM"
         muni = self.inv.municipalities[s.name.removeprefix("legacy-dir-")]
-        return muni.legacy.directory, seed.netbios_domain(muni)
+        return muni.legacy.directory, netbios_domain(muni)
 
     def _provision_sambas(self, ca: LabCA) -> dict[str, SambaJob]:
         """Start `samba-tool domain provision` for every AD of the lab; return each job with what to load."""

@@ -17,20 +17,15 @@ from ldap3.utils.dn import escape_rdn
 
 from ikomm.inventory import Inventory
 from ikomm.inventory.models import Municipality, User
+from ikomm.naming import netbios_domain
 
 AD_GROUP_GLOBAL_SECURITY = "-2147483646"
 UAC_NORMAL = 512
 UAC_DISABLED = 2
 UAC_PASSWD_NOTREQD = 32
 POSIX_GID = 10000
-LEGACY_DOMAIN = {"lillehammer": "LHMR", "gausdal": "GAUSDAL", "oyer": "OYER"}
 # mtimes of seeded files spread over 2020-01-01 .. 2026-06-01
 MTIME_FROM, MTIME_TO = 1577836800, 1780272000
-
-
-def netbios_domain(muni: Municipality) -> str:
-    """The legacy NetBIOS domain name of a municipality, as thin clients and sessions show it."""
-    return LEGACY_DOMAIN.get(muni.id, muni.id.upper()[:15])
 
 
 def _cn_for(user: User, taken: set[str]) -> str:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ikomm.inventory import load_inventory
-from ikomm.synthetic import fold, generate
+from ikomm.naming import fold
+from ikomm.synthetic import generate
 
 
 def _tree_bytes(folder: Path) -> dict[str, bytes]:

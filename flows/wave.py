@@ -1,0 +1,222 @@
+"""The wave flow: prepare every user, wait for approval, cut every user over; progress as artifacts.
+
+One flow run named after the wave (tagged with wave and municipalities) holds two nested flow runs,
+`<wave> · prepare` and `<wave> · cutover`, each with one task run per user named after the user, so
+no flow run holds more than one task run per user (2,500 for the whole platform, far below the size
+at which Prefect drops records). The ledger, not the UI's counts, is the source of truth.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from prefect import flow, get_run_logger, tags
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.flow_runs import pause_flow_run
+from prefect.futures import wait
+from prefect.input import RunInput
+from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.tasks import exponential_backoff
+
+from ikomm.inventory import load_inventory
+from ikomm.ledger import FINAL, Ledger
+from ikomm.migration import WaveRun
+from ikomm.report import summary_markdown, table_rows
+from ikomm.waves import load_wave
+from tasks.user import RUNS, move_user
+
+APPROVAL_TIMEOUT = 7 * 24 * 3600
+
+
+class Approval(RunInput):
+    """The lead's answer at the gate before cutover."""
+
+    approved: bool
+    approver: str
+    comment: str = ""
+
+
+class Progress:
+    """The wave's progress artifact, updated at most every two seconds from any worker thread."""
+
+    def __init__(self, run: WaveRun, total: int) -> None:
+        self.run, self.total = run, max(total, 1)
+        self.key = f"wave-{run.wave.id}-progress".lower()
+        artifact = create_progress_artifact(0.0, key=self.key, description=f"Wave {run.wave.id}")
+        assert isinstance(artifact, UUID)
+        self.artifact: UUID = artifact
+        self.lock = threading.Lock()
+        self.last = 0.0
+
+    def __call__(self, key: str, state: str, stage: str) -> None:
+        if state not in FINAL and stage != "prepared":
+            return
+        now = time.monotonic()
+        with self.lock:
+            if now - self.last < 2.0:
+                return
+            self.last = now
+        self.update()
+
+    def update(self) -> None:
+        rows = self.run.ledger.users(self.run.wave.id)
+        done = sum(1 for r in rows if r.state in FINAL) + sum(0.5 for r in rows if r.stage == "prepared")
+        update_progress_artifact(self.artifact, min(100.0, 100.0 * done / self.total))
+
+
+def _phase(run: WaveRun, phase: str, keys: list[str]) -> dict[str, int]:
+    opts = run.wave.spec.options
+    mover = move_user.with_options(retries=opts.retries, retry_delay_seconds=exponential_backoff(opts.retry_delay))
+    futures = mover.map(run.wave.id, keys, phase)
+    wait(futures)
+    outcome: dict[str, int] = {}
+    for f in futures:
+        state = f.state
+        name = "failed" if state.is_failed() or state.is_crashed() else str(f.result(raise_on_failure=False))
+        outcome[name] = outcome.get(name, 0) + 1
+    return outcome
+
+
+def _phase_flow(phase: str) -> Any:
+    @flow(name=f"wave-{phase}", flow_run_name="{wave_id} · " + phase, persist_result=False, validate_parameters=False)
+    def phase_flow(wave_id: str, keys: list[str]) -> dict[str, int]:
+        return _phase(RUNS[wave_id], phase, keys)
+
+    return phase_flow
+
+
+prepare_flow = _phase_flow("prepare")
+cutover_flow = _phase_flow("cutover")
+
+
+@flow(name="wave", flow_run_name="{wave_id}", persist_result=False)
+def wave_flow(
+    wave_id: str, wave_file: str, inventory: str, state_dir: str, ledger_url: str, auto_approve: bool = False
+) -> dict[str, Any]:
+    """Move the wave's users: prepare all, approval gate, cutover all, summary."""
+    logger = get_run_logger()
+    inv = load_inventory(Path(inventory))
+    wave = load_wave(Path(wave_file), inv)
+    ledger = Ledger(ledger_url)
+    ledger.open_wave(wave.id, [(u.key, u.muni, u.user.legacy_id) for u in wave.users])
+    ledger.set_wave(wave.id, "running")
+    run = WaveRun(inv, wave, ledger, Path(state_dir))
+    RUNS[wave.id] = run
+    progress = Progress(run, len(wave.users))
+    run.progress = progress
+    runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=wave.spec.options.concurrency)
+    try:
+        open_keys = [r.key for r in ledger.users(wave.id) if r.state not in FINAL]
+        if not open_keys:
+            ledger.set_wave(wave.id, "done", "nothing to do: every user is in a final state", ended=True)
+            logger.info("wave %s: nothing to do, every user is in a final state", wave.id)
+            return {"state": "done", "changed": False}
+        to_prepare = [r.key for r in ledger.users(wave.id) if r.state not in FINAL and r.stage != "prepared"]
+        if to_prepare:
+            prepare_flow.with_options(task_runner=runner)(wave.id, to_prepare)
+        progress.update()
+        if run.budget.tripped:
+            return _stop(run, f"failure budget exceeded: {run.budget.failed} of {run.budget.started} users failed")
+        ready = [r.key for r in ledger.users(wave.id) if r.state not in FINAL and r.stage == "prepared"]
+        if ready and not _approved(run, ledger, auto_approve):
+            return _stop(run, "cutover not approved")
+        if ready:
+            cutover_flow.with_options(task_runner=runner)(wave.id, ready)
+        if run.budget.tripped:
+            return _stop(run, f"failure budget exceeded: {run.budget.failed} of {run.budget.started} users failed")
+        pending = sum(1 for r in ledger.users(wave.id) if r.state not in FINAL)
+        final_state = "done" if pending == 0 else "stopped"
+        ledger.set_wave(wave.id, final_state, f"{pending} user(s) not in a final state", ended=True)
+        return {"state": final_state, "changed": True}
+    finally:
+        progress.update()
+        create_table_artifact(
+            table_rows(ledger, wave.id),
+            key=f"wave-{wave.id}-users".lower(),
+            description="Users per municipality and state",
+        )
+        create_markdown_artifact(
+            summary_markdown(ledger, wave.id, inv),
+            key=f"wave-{wave.id}-summary".lower(),
+            description=f"Wave {wave.id}: summary",
+        )
+        RUNS.pop(wave.id, None)
+        run.c.close()
+
+
+def _stop(run: WaveRun, why: str) -> dict[str, Any]:
+    run.ledger.set_wave(run.wave.id, "stopped", why, ended=True)
+    get_run_logger().warning(
+        "wave %s stopped: %s; ask the migration lead (rerun to continue, or roll back)", run.wave.id, why
+    )
+    return {"state": "stopped", "reason": why, "changed": True}
+
+
+def _approved(run: WaveRun, ledger: Ledger, auto_approve: bool) -> bool:
+    """The gate: approved before (ledger), automatic, not required, or the lead answers now."""
+    wave = ledger.wave(run.wave.id) or {}
+    if wave.get("approval"):
+        return bool(wave["approval"].get("approved"))
+    if auto_approve or not run.wave.spec.options.approval_required:
+        ledger.approve(
+            run.wave.id, {"approved": True, "approver": "auto" if auto_approve else "not required", "comment": ""}
+        )
+        return True
+    ledger.set_wave(run.wave.id, "awaiting-approval", "cutover waits for the lead: ikomm wave approve " + run.wave.id)
+    answer = pause_flow_run(
+        wait_for_input=Approval.with_initial_data(approved=False, approver="", comment=""),
+        timeout=APPROVAL_TIMEOUT,
+        poll_interval=2,
+    )
+    if answer is None:  # timed out
+        return False
+    ledger.approve(run.wave.id, answer.model_dump())
+    ledger.set_wave(run.wave.id, "running")
+    return bool(answer.approved)
+
+
+def run_wave(wave_file: Path, inventory: Path, state_dir: Path, ledger_url: str, auto_approve: bool) -> dict[str, Any]:
+    """Run the wave flow in this process, tagged with the wave and its municipalities."""
+    inv = load_inventory(inventory)
+    wave = load_wave(wave_file, inv)
+    with tags(f"wave:{wave.id}", *(f"municipality:{m}" for m in wave.spec.municipalities)):
+        result: dict[str, Any] = wave_flow(
+            wave.id, str(wave_file.resolve()), str(inventory.resolve()), str(state_dir), ledger_url, auto_approve
+        )
+    return result
+
+
+def approve_wave(wave_id: str, approval: dict[str, Any]) -> str:
+    """Resume the wave's paused flow run with the lead's answer; return the flow run id."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterName,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.flow_runs import resume_flow_run
+
+    from ikomm.errors import ConflictError
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                name=FlowRunFilterName(any_=[wave_id]),
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])),
+            )
+        )
+    if not runs:
+        raise ConflictError(f"wave {wave_id} is not waiting for approval (no paused flow run named {wave_id!r})")
+    resume_flow_run(runs[0].id, run_input=Approval(**approval).model_dump())
+    return str(runs[0].id)

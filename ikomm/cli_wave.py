@@ -1,0 +1,220 @@
+"""`ikomm wave run|status|approve`, `ikomm server start|stop|status` and the helpdesk's `ikomm status USER`."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Group
+from rich.live import Live
+from rich.table import Table
+
+from ikomm import server
+from ikomm.cli import InventoryDir, JsonFlag, _fail, _load, app, console, err
+from ikomm.errors import IkommError
+from ikomm.ledger import Ledger
+
+wave_app = typer.Typer(help="Run waves, follow them, approve their cutover.", no_args_is_help=True)
+server_app = typer.Typer(help="The local Prefect server the waves report to.", no_args_is_help=True)
+app.add_typer(wave_app, name="wave")
+app.add_typer(server_app, name="server")
+
+
+def ledger_url() -> str:
+    """IKOMM_LEDGER_URL (any SQLAlchemy URL), or SQLite in the state folder."""
+    url = os.environ.get("IKOMM_LEDGER_URL")
+    if url:
+        return url
+    server.state_dir().mkdir(parents=True, exist_ok=True, mode=0o700)
+    return f"sqlite:///{server.state_dir() / 'ledger.db'}"
+
+
+def _use_local_server() -> None:
+    """Point Prefect at the local server (started if needed) unless PREFECT_API_URL says otherwise."""
+    if "PREFECT_API_URL" not in os.environ:
+        if server.start() == "started":
+            err.print(f"[dim]started the Prefect server at {server.api_url()}[/]")
+        os.environ.update(server.client_env())
+
+
+@server_app.command("start")
+def server_start() -> None:
+    """Start the local Prefect server (SQLite under the state folder, batched task-run recorder)."""
+    try:
+        state = server.start()
+    except IkommError as exc:
+        raise _fail(exc) from None
+    console.print(f"Prefect server {state}: UI at http://{server.HOST}:{server.PORT}/")
+
+
+@server_app.command("stop")
+def server_stop() -> None:
+    """Stop the local Prefect server; safe to repeat."""
+    console.print("stopped" if server.stop() else "was not running")
+
+
+@server_app.command("status")
+def server_status() -> None:
+    """Whether the local Prefect server answers; exit 1 if not."""
+    ok = server.healthy()
+    console.print(f"Prefect server at {server.api_url()}: {'answers' if ok else 'not answering'}")
+    raise typer.Exit(0 if ok else 1)
+
+
+def _stage_table(ledger: Ledger, wave_id: str) -> Group:
+    users = ledger.users(wave_id)
+    by: dict[tuple[str, str], int] = {}
+    for u in users:
+        by[(u.state, u.stage)] = by.get((u.state, u.stage), 0) + 1
+    table = Table(title=f"wave {wave_id}: {len(users)} users")
+    for col in ("state", "stage", "users"):
+        table.add_column(col)
+    for (state, stage), n in sorted(by.items()):
+        table.add_row(state, stage, str(n))
+    failed = [u for u in users if u.state in ("failed", "held")]
+    fails = Table(title=f"not moved ({len(failed)})")
+    fails.add_column("user")
+    fails.add_column("reason", overflow="fold")
+    for u in failed[-10:]:
+        fails.add_row(u.key, u.reason)
+    wave = ledger.wave(wave_id) or {}
+    note = Table.grid()
+    note.add_row(f"wave state: {wave.get('state', 'starting')} {wave.get('detail', '')}")
+    return Group(table, fails, note) if failed else Group(table, note)
+
+
+@wave_app.command("run")
+def wave_run(
+    wave_file: Annotated[Path, typer.Argument(help="waves/<id>.yaml")],
+    inventory: InventoryDir = Path("inventory"),
+    auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Approve the cutover (lab and tests).")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run (or resume) a wave: prepare, approval gate, cutover; a live view of users per stage."""
+    from ikomm.waves import load_wave
+
+    inv = _load(inventory)
+    try:
+        wave = load_wave(wave_file, inv)
+    except IkommError as exc:
+        raise _fail(exc) from None
+    try:
+        _use_local_server()
+    except IkommError as exc:
+        raise _fail(exc) from None
+    from flows.wave import run_wave
+
+    url = ledger_url()
+    outcome: dict[str, Any] = {}
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            outcome.update(run_wave(wave_file, inventory, server.state_dir(), url, auto_approve))
+        except BaseException as exc:  # shown by the main thread
+            failure.append(exc)
+
+    worker = threading.Thread(target=work, name=f"wave-{wave.id}", daemon=True)
+    worker.start()
+    ledger = Ledger(url)
+    if as_json or not console.is_terminal:
+        worker.join()
+    else:
+        with Live(console=console, refresh_per_second=2) as live:
+            while worker.is_alive():
+                if ledger.wave(wave.id):
+                    live.update(_stage_table(ledger, wave.id))
+                worker.join(0.5)
+            live.update(_stage_table(ledger, wave.id))
+    if failure:
+        if isinstance(failure[0], IkommError):
+            raise _fail(failure[0])
+        raise failure[0]
+    counts = {f"{m}/{s}": n for (m, s), n in sorted(ledger.counts(wave.id).items())}
+    result = {
+        "wave": wave.id,
+        **outcome,
+        "users": counts,
+        "credentials": str(server.state_dir() / "credentials" / f"{wave.id}.csv"),
+        "ui": f"http://{server.HOST}:{server.PORT}/runs",
+    }
+    if as_json:
+        console.print_json(json.dumps(result))
+    else:
+        console.print(f"wave {wave.id}: {outcome.get('state')} {outcome.get('reason', '')}".rstrip())
+        if outcome.get("changed") is False:
+            console.print("nothing changed: every user was already in a final state")
+        console.print(f"initial passwords (root only): {result['credentials']}")
+        console.print(f"Prefect UI: {result['ui']} (flow run '{wave.id}'; search task runs by municipality/legacy_id)")
+    raise typer.Exit(0 if outcome.get("state") == "done" else 1)
+
+
+@wave_app.command("status")
+def wave_status(wave_id: str, as_json: JsonFlag = False) -> None:
+    """Users of a wave per municipality and state, and the wave's own state."""
+    ledger = Ledger(ledger_url())
+    wave = ledger.wave(wave_id)
+    if wave is None:
+        err.print(f"[red]error:[/] no wave {wave_id!r} in the ledger {ledger.url}")
+        raise typer.Exit(2)
+    if as_json:
+        counts = {f"{m}/{s}": n for (m, s), n in sorted(ledger.counts(wave_id).items())}
+        failed = [
+            {"user": u.key, "state": u.state, "reason": u.reason}
+            for u in ledger.users(wave_id)
+            if u.state in ("failed", "held")
+        ]
+        console.print_json(json.dumps({"wave": {k: v for k, v in wave.items()}, "users": counts, "not_moved": failed}))
+        return
+    console.print(_stage_table(ledger, wave_id))
+
+
+@wave_app.command("approve")
+def wave_approve(
+    wave_id: str,
+    approver: Annotated[str, typer.Option(help="Who approves (name or e-mail).")] = os.environ.get("USER", "lead"),
+    comment: Annotated[str, typer.Option(help="Why, or anything the record should say.")] = "",
+    reject: Annotated[bool, typer.Option("--reject", help="Refuse the cutover instead.")] = False,
+) -> None:
+    """Answer the wave's approval gate (as the Prefect UI's resume form does)."""
+    _use_local_server()
+    from flows.wave import approve_wave
+
+    try:
+        run_id = approve_wave(wave_id, {"approved": not reject, "approver": approver, "comment": comment})
+    except IkommError as exc:
+        raise _fail(exc) from None
+    console.print(f"wave {wave_id}: cutover {'rejected' if reject else 'approved'} (flow run {run_id})")
+
+
+@app.command("status")
+def user_status(
+    user: Annotated[str, typer.Argument(help="municipality/legacy_id, legacy id or account name")],
+    as_json: JsonFlag = False,
+) -> None:
+    """What happened to a user, and when: state, stage, and every event from the ledger."""
+    ledger = Ledger(ledger_url())
+    found = ledger.find_users(user)
+    if not found:
+        err.print(f"[red]error:[/] no user {user!r} in the ledger {ledger.url}")
+        raise typer.Exit(2)
+    out: list[dict[str, Any]] = [{"user": u.__dict__, "events": ledger.events(u.key)} for u in found]
+    if as_json:
+        console.print_json(json.dumps(out))
+        return
+    for item in out:
+        u = item["user"]
+        console.print(
+            f"[bold]{u['key']}[/] ({u['account'] or 'no account yet'}), wave {u['wave']}: "
+            f"{u['state']} {u['stage']} {u['reason']}".rstrip()
+        )
+        table = Table()
+        for col in ("when (UTC)", "state", "stage", "what"):
+            table.add_column(col, overflow="fold")
+        for e in item["events"]:
+            table.add_row(e["at"], e["state"], e["stage"], e["message"])
+        console.print(table)

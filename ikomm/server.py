@@ -1,0 +1,106 @@
+"""The local Prefect server the project runs by default (`ikomm server start|stop`).
+
+Not ephemeral mode, which loses records and leaves orphans (../shared/PREFECT-NOTES.md): a real
+`prefect server start` on 127.0.0.1 with SQLite under the state folder, and the task-run recorder
+set to write in batches of 200 so 2,500 users' task runs are all recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from ikomm.errors import FatalError
+
+HOST, PORT = "127.0.0.1", 4200
+SERVER_SETTINGS = {
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "200",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_READ_BATCH_SIZE": "200",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_UI_ENABLED": "true",
+}
+
+
+def state_dir() -> Path:
+    """Where ikomm keeps its state: IKOMM_STATE, or .ikomm in the current folder."""
+    return Path(os.environ.get("IKOMM_STATE", ".ikomm")).resolve()
+
+
+def api_url(port: int = PORT) -> str:
+    return f"http://{HOST}:{port}/api"
+
+
+def client_env(port: int = PORT) -> dict[str, str]:
+    """Settings a process needs to talk to the local server (set before Prefect is imported)."""
+    return {"PREFECT_API_URL": api_url(port), "PREFECT_HOME": str(state_dir() / "prefect")}
+
+
+def healthy(port: int = PORT, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{api_url(port)}/health", timeout=timeout) as resp:
+            return bool(json.loads(resp.read()))
+    except (OSError, ValueError):
+        return False
+
+
+def start(port: int = PORT, timeout: float = 90.0) -> str:
+    """Start the server if it is not answering; return 'running' or 'started'."""
+    if healthy(port):
+        return "running"
+    folder = state_dir() / "prefect"
+    folder.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        **SERVER_SETTINGS,
+        "PREFECT_HOME": str(folder),
+        "PREFECT_SERVER_API_HOST": HOST,
+        "PREFECT_SERVER_API_PORT": str(port),
+        "PREFECT_UI_API_URL": api_url(port),
+        "PREFECT_API_URL": api_url(port),
+    }
+    prefect = Path(sys.executable).with_name("prefect")
+    with open(folder / "server.log", "ab") as log:
+        proc = subprocess.Popen(
+            [str(prefect), "server", "start", "--host", HOST, "--port", str(port)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    (folder / "server.pid").write_text(str(proc.pid))
+    deadline = time.monotonic() + timeout
+    while not healthy(port):
+        if proc.poll() is not None:
+            raise FatalError(f"the Prefect server exited at once; see {folder / 'server.log'}")
+        if time.monotonic() > deadline:
+            raise FatalError(f"the Prefect server did not answer within {timeout:.0f} s; see {folder / 'server.log'}")
+        time.sleep(0.3)
+    return "started"
+
+
+def stop() -> bool:
+    """Stop the server this state folder started; False if none was running."""
+    pid_file = state_dir() / "prefect" / "server.pid"
+    if not pid_file.is_file():
+        return False
+    pid = int(pid_file.read_text())
+    pid_file.unlink()
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    for _ in range(100):
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    os.killpg(pid, signal.SIGKILL)
+    return True

@@ -1,0 +1,44 @@
+"""The one task per user and phase: named after the user, so the helpdesk finds them in the UI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import task_run as current_task_run
+from prefect.tasks import exponential_backoff
+
+from ikomm.errors import TransientError
+from ikomm.migration import WaveRun, run_user
+
+RUNS: dict[str, WaveRun] = {}  # the wave runs of this process, by wave id (tasks take ids, not objects)
+RETRIES = 3  # the default; a wave's options.retries and options.retry_delay override it
+
+
+def only_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry a transient fault (server down, timeout); fail at once on invalid input or a conflict."""
+    try:
+        state.result()
+    except TransientError:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+@task(
+    name="move-user",
+    task_run_name="{user} · {phase}",
+    retries=RETRIES,
+    retry_delay_seconds=exponential_backoff(backoff_factor=2),
+    retry_jitter_factor=0.5,
+    retry_condition_fn=only_transient,
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
+def move_user(wave_id: str, user: str, phase: str) -> str:
+    """Move one user through a phase; the last failed attempt undoes the user's changes."""
+    run = RUNS[wave_id]
+    final = current_task_run.run_count > run.wave.spec.options.retries
+    return run_user(run, run.user(user), phase, final_attempt=final)
