@@ -48,7 +48,7 @@ def server_start() -> None:
         state = server.start()
     except IkommError as exc:
         raise _fail(exc) from None
-    console.print(f"Prefect server {state}: UI at http://{server.HOST}:{server.PORT}/")
+    console.print(f"Prefect server {state}: UI at {server.ui_url()}")
 
 
 @server_app.command("stop")
@@ -140,7 +140,7 @@ def wave_run(
         **outcome,
         "users": counts,
         "credentials": str(server.state_dir() / "credentials" / f"{wave.id}.csv"),
-        "ui": f"http://{server.HOST}:{server.PORT}/runs",
+        "ui": f"{server.ui_url()}runs",
     }
     if as_json:
         console.print_json(json.dumps(result))

@@ -18,7 +18,12 @@ from pathlib import Path
 
 from ikomm.errors import FatalError
 
-HOST, PORT = "127.0.0.1", 4200
+HOST = "127.0.0.1"
+
+
+def port() -> int:
+    """The local server's port: IKOMM_PREFECT_PORT, or 4200."""
+    return int(os.environ.get("IKOMM_PREFECT_PORT", "4200"))
 SERVER_SETTINGS = {
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "200",
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_READ_BATCH_SIZE": "200",
@@ -32,26 +37,30 @@ def state_dir() -> Path:
     return Path(os.environ.get("IKOMM_STATE", ".ikomm")).resolve()
 
 
-def api_url(port: int = PORT) -> str:
-    return f"http://{HOST}:{port}/api"
+def api_url() -> str:
+    return f"http://{HOST}:{port()}/api"
 
 
-def client_env(port: int = PORT) -> dict[str, str]:
+def ui_url() -> str:
+    return f"http://{HOST}:{port()}/"
+
+
+def client_env() -> dict[str, str]:
     """Settings a process needs to talk to the local server (set before Prefect is imported)."""
-    return {"PREFECT_API_URL": api_url(port), "PREFECT_HOME": str(state_dir() / "prefect")}
+    return {"PREFECT_API_URL": api_url(), "PREFECT_HOME": str(state_dir() / "prefect")}
 
 
-def healthy(port: int = PORT, timeout: float = 1.0) -> bool:
+def healthy(timeout: float = 1.0) -> bool:
     try:
-        with urllib.request.urlopen(f"{api_url(port)}/health", timeout=timeout) as resp:
+        with urllib.request.urlopen(f"{api_url()}/health", timeout=timeout) as resp:
             return bool(json.loads(resp.read()))
     except (OSError, ValueError):
         return False
 
 
-def start(port: int = PORT, timeout: float = 90.0) -> str:
+def start(timeout: float = 90.0) -> str:
     """Start the server if it is not answering; return 'running' or 'started'."""
-    if healthy(port):
+    if healthy():
         return "running"
     folder = state_dir() / "prefect"
     folder.mkdir(parents=True, exist_ok=True)
@@ -60,14 +69,14 @@ def start(port: int = PORT, timeout: float = 90.0) -> str:
         **SERVER_SETTINGS,
         "PREFECT_HOME": str(folder),
         "PREFECT_SERVER_API_HOST": HOST,
-        "PREFECT_SERVER_API_PORT": str(port),
-        "PREFECT_UI_API_URL": api_url(port),
-        "PREFECT_API_URL": api_url(port),
+        "PREFECT_SERVER_API_PORT": str(port()),
+        "PREFECT_UI_API_URL": api_url(),
+        "PREFECT_API_URL": api_url(),
     }
     prefect = Path(sys.executable).with_name("prefect")
     with open(folder / "server.log", "ab") as log:
         proc = subprocess.Popen(
-            [str(prefect), "server", "start", "--host", HOST, "--port", str(port)],
+            [str(prefect), "server", "start", "--host", HOST, "--port", str(port())],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -76,7 +85,7 @@ def start(port: int = PORT, timeout: float = 90.0) -> str:
         )
     (folder / "server.pid").write_text(str(proc.pid))
     deadline = time.monotonic() + timeout
-    while not healthy(port):
+    while not healthy():
         if proc.poll() is not None:
             raise FatalError(f"the Prefect server exited at once; see {folder / 'server.log'}")
         if time.monotonic() > deadline:

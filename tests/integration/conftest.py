@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import warnings
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from ikomm import server
 from ikomm.connectors import Connectors
 from ikomm.errors import IkommError
 from ikomm.inventory import Inventory, load_inventory
@@ -17,7 +19,7 @@ from ikomm.synthetic import generate
 from lab.manager import Lab, chroot_unsafe_parent
 
 REPO = Path(__file__).resolve().parents[2]
-TEST_USERS = 60
+TEST_USERS = 120
 
 
 def test_root() -> Path:
@@ -36,7 +38,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def lab_inventory() -> Inventory:
-    """A 60-user inventory generated for the tests; same bytes every run, so its lab cache is reused."""
+    """A 120-user inventory generated for the tests; same bytes every run, so its lab cache is reused."""
     root = test_root()
     folder = root / "inventory"
     if folder.exists():
@@ -66,3 +68,25 @@ def connectors(lab: Lab, lab_inventory: Inventory) -> Iterator[Connectors]:
     made = Connectors(lab_inventory)
     yield made
     made.close()
+
+
+PREFECT_PORT = "4210"  # not the demo's 4200: tests never touch the demo's server or state
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[str]:
+    """A local Prefect server for the session, with its state under the test folder; its API URL."""
+    state = test_root() / "prefect-state"
+    saved = {k: os.environ.get(k) for k in ("IKOMM_STATE", "IKOMM_PREFECT_PORT")}
+    os.environ.update({"IKOMM_STATE": str(state), "IKOMM_PREFECT_PORT": PREFECT_PORT})
+    try:
+        server.stop()  # one left over from an interrupted session
+        server.start()
+        yield server.api_url()
+    finally:
+        server.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

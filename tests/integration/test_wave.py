@@ -1,0 +1,299 @@
+"""Whole waves against the lab and a real Prefect server, checked in the systems themselves."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ikomm.connectors import Connectors
+from ikomm.connectors.devices import settings
+from ikomm.connectors.directory import equality_filter
+from ikomm.connectors.files import verify_tree
+from ikomm.inventory import Inventory, load_inventory
+from ikomm.ledger import FINAL, Ledger
+from ikomm.naming import account_names, platform_domain
+from lab.manager import Lab
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Env:
+    """One test's private state folder, ledger and environment for `ikomm` subprocesses."""
+
+    dir: Path
+    vars: dict[str, str]
+    ledger_url: str
+
+    def wave_file(self, wave_id: str, municipalities: list[str], **options: object) -> Path:
+        spec = {
+            "id": wave_id,
+            "name": f"test {wave_id}",
+            "municipalities": municipalities,
+            "users": {"all": True},
+            "options": {"concurrency": 6, "retries": 1, "retry_delay": 0.2, "failure_budget": 1.0, **options},
+        }
+        path = self.dir / f"{wave_id}.yaml"
+        path.write_text(yaml.safe_dump(spec, allow_unicode=True), encoding="utf-8")
+        return path
+
+    def ikomm(self, *args: str, inventory: Path, wait: bool = True) -> subprocess.Popen[str]:
+        argv = [sys.executable, "-m", "ikomm", *args, "--inventory", str(inventory)]
+        out = open(self.dir / "ikomm-output.log", "a", encoding="utf-8")  # noqa: SIM115 (closed by the child's end)
+        proc = subprocess.Popen(argv, env={**os.environ, **self.vars}, stdout=out, stderr=subprocess.STDOUT, text=True)
+        if wait:
+            proc.wait(timeout=600)
+        return proc
+
+
+@pytest.fixture
+def env(lab: Lab, prefect_api: str, tmp_path: Path) -> Iterator[Env]:
+    """A fresh lab (warm restore from its cache: nothing a previous test did remains) and private state."""
+    lab.up()
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    variables = {
+        "IKOMM_STATE": str(tmp_path / "state"),
+        "IKOMM_LEDGER_URL": url,
+        "PREFECT_API_URL": prefect_api,
+        "PREFECT_HOME": str(tmp_path / "prefect-client"),
+        "COLUMNS": "200",
+    }
+    yield Env(tmp_path, variables, url)
+
+
+def _platform_account(made: Connectors, inv: Inventory, muni: str, legacy_id: str) -> list[str]:
+    link = f"{muni}:{legacy_id}"
+    return [
+        s.dn for s in made.platform().search(inv.platform.directory.base_dn, equality_filter("employeeNumber", link))
+    ]
+
+
+def check_systems(inv: Inventory, ledger: Ledger, wave_id: str) -> dict[str, int]:
+    """Every verified user checked in AD, file servers, device config and broker; every other one undone."""
+    made = Connectors(inv)
+    names = account_names(inv)
+    domain = platform_domain(inv.platform.directory)
+    seen: dict[str, int] = {}
+    try:
+        for row in ledger.users(wave_id):
+            seen[row.state] = seen.get(row.state, 0) + 1
+            user = next(u for u in inv.users[row.muni] if u.legacy_id == row.legacy_id)
+            dns = _platform_account(made, inv, row.muni, row.legacy_id)
+            legacy = made.legacy(row.muni).find_user(row.legacy_id)
+            assert legacy is not None
+            if row.state != "verified":
+                assert row.state in ("failed", "held", "pending"), row
+                assert all("OU=Deaktivert" in dn for dn in dns), (row.key, dns)  # undone: parked or never made
+                assert made.legacy(row.muni).is_enabled(legacy) == user.enabled, row.key
+                continue
+            assert len(dns) == 1 and inv.municipalities[row.muni].target_ou in dns[0], (row.key, dns)
+            entry = made.platform().read(dns[0])
+            assert entry is not None and made.platform().is_enabled(entry)
+            assert entry.get("sAMAccountName") == (names[(row.muni, row.legacy_id)],)
+            groups = set(made.platform().groups_of(dns[0]))
+            legacy_groups = set(user.legacy_groups)
+            wanted = {
+                a.groups[row.muni]
+                for a in inv.applications.values()
+                if set(a.granted_by.get(row.muni, ())) & legacy_groups and row.muni in a.groups
+            }
+            assert {g.split(",")[0].removeprefix("CN=") for g in groups} == wanted, row.key
+            zone = inv.zone(user.zone)
+            for src, root in (
+                (user.profile_path, zone.file_server.profile_root),
+                (user.home_path, zone.file_server.home_root),
+            ):
+                check = verify_tree(
+                    made.legacy_files(row.muni), src, made.zone_files(user.zone), f"{root}/{row.account}"
+                )
+                assert check.ok, (row.key, check.missing, check.different)
+            if user.device:
+                config = settings(made.devices().read(user.device) or "")
+                assert config["rdp_collection"] == zone.terminal_farm.collection and config["user"] == row.account
+            assert f"{domain}\\{row.account}" in made.broker().collection_users(zone.terminal_farm.collection)
+            assert not made.legacy(row.muni).is_enabled(legacy), row.key
+    finally:
+        made.close()
+    return seen
+
+
+def passwords(env: Env, wave_id: str) -> list[str]:
+    path = env.dir / "state" / "credentials" / f"{wave_id}.csv"
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    rows = path.read_text(encoding="utf-8").splitlines()[1:]
+    return [row.rsplit(",", 1)[1] for row in rows]
+
+
+def assert_no_password_anywhere(env: Env, wave_id: str, prefect_db: Path) -> None:
+    """No initial password in the ledger, the Prefect database (logs, artifacts, states) or the output."""
+    secrets = [p.encode() for p in passwords(env, wave_id)]
+    assert secrets
+    credentials = env.dir / "state" / "credentials" / f"{wave_id}.csv"
+    files = [p for p in env.dir.rglob("*") if p.is_file() and p != credentials]
+    files += [p for p in prefect_db.parent.glob("prefect.db*")]
+    for path in files:
+        data = path.read_bytes()
+        leaked = [s for s in secrets if s in data]
+        assert not leaked, f"a password is in {path}"
+
+
+def test_wave_moves_everyone_checks_out_and_rerun_is_a_no_op(
+    env: Env, lab_inventory: Inventory, prefect_api: str
+) -> None:
+    """~120 users across the three municipalities: every user verified or held, in the systems themselves."""
+    inv = lab_inventory
+    wave = env.wave_file("alle", ["lillehammer", "gausdal", "oyer"], approval_required=True)
+    proc = env.ikomm("wave", "run", str(wave), "--auto-approve", inventory=inv.root)
+    assert proc.returncode == 0, (env.dir / "ikomm-output.log").read_text()[-3000:]
+    ledger = Ledger(env.ledger_url)
+    seen = check_systems(inv, ledger, "alle")
+    assert seen.get("verified", 0) >= 80 and set(seen) <= {"verified", "held"}
+    assert all("not ready" in u.reason for u in ledger.users("alle") if u.state == "held")
+    changes = (
+        sqlite3.connect(env.ledger_url.removeprefix("sqlite:///")).execute("select count(*) from changes").fetchone()
+    )
+    again = env.ikomm("wave", "run", str(wave), "--auto-approve", inventory=inv.root)
+    assert again.returncode == 0
+    assert "nothing changed" in (env.dir / "ikomm-output.log").read_text()
+    after = (
+        sqlite3.connect(env.ledger_url.removeprefix("sqlite:///")).execute("select count(*) from changes").fetchone()
+    )
+    assert after == changes
+    from ikomm import server
+
+    assert_no_password_anywhere(env, "alle", server.state_dir() / "prefect" / "prefect.db")
+
+
+def test_faults_leave_those_users_undone_and_the_rest_migrated(
+    env: Env, lab: Lab, lab_inventory: Inventory, tmp_path: Path
+) -> None:
+    """A missing profile folder, a full application, and a device host down for the whole wave."""
+    import shutil
+
+    inv_dir = tmp_path / "inventory"
+    shutil.copytree(lab_inventory.root, inv_dir)
+    apps = yaml.safe_load((inv_dir / "applications.yaml").read_text(encoding="utf-8"))
+    gausdal = lab_inventory.users["gausdal"]
+    full = next(
+        a
+        for a in apps["applications"]
+        if "gausdal" in a["groups"]
+        and a["id"] not in ("gat", "salaby")
+        and sum(1 for u in gausdal if set(a.get("granted_by", {}).get("gausdal", [])) & set(u.legacy_groups)) > 3
+    )
+    full["seat_limit"] = 2
+    (inv_dir / "applications.yaml").write_text(yaml.safe_dump(apps, allow_unicode=True), encoding="utf-8")
+    inv = load_inventory(inv_dir)
+    oyer = lab_inventory.users["oyer"]
+    late = {g for a in inv.applications.values() if a.ready_from.year > 2026 for g in a.granted_by.get("oyer", [])}
+    lost = next(u for u in oyer if u.enabled and not set(u.legacy_groups) & late)
+    shutil.rmtree(lab.server_path(inv.municipalities["oyer"].legacy.file_server.name, lost.profile_path))
+    lab.stop_server("config-host")
+    try:
+        wave = env.wave_file("feil", ["lillehammer", "gausdal", "oyer"])  # Lillehammer has users without a device
+        env.ikomm("wave", "run", str(wave), "--auto-approve", inventory=inv_dir)
+    finally:
+        lab.start_server("config-host")
+    ledger = Ledger(env.ledger_url)
+    rows = {r.key: r for r in ledger.users("feil")}
+    assert (
+        rows[f"oyer/{lost.legacy_id}"].state == "failed" and "no such folder" in rows[f"oyer/{lost.legacy_id}"].reason
+    )
+    seat_failures = [r for r in rows.values() if "seat limit" in r.reason]
+    assert seat_failures, "some gausdal users must hit the seat limit of 2"
+    device_users = {f"{m}/{u.legacy_id}" for m in inv.municipalities for u in inv.users[m] if u.device}
+    assert all(rows[k].state in ("failed", "held") for k in device_users)
+    assert any(r.state == "verified" for k, r in rows.items() if k not in device_users)
+    check_systems(inv, ledger, "feil")
+
+
+def test_failure_budget_stops_the_wave_when_a_file_server_dies(env: Env, lab: Lab, lab_inventory: Inventory) -> None:
+    """With Lillehammer's file server stopped, the wave stops starting users once the budget trips."""
+    inv = lab_inventory
+    lab.stop_server("fs-lillehammer")
+    try:
+        wave = env.wave_file("budsjett", ["lillehammer"], failure_budget=0.1, min_failures=3, concurrency=2)
+        proc = env.ikomm("wave", "run", str(wave), "--auto-approve", inventory=inv.root)
+    finally:
+        lab.start_server("fs-lillehammer")
+    assert proc.returncode == 1
+    ledger = Ledger(env.ledger_url)
+    wave_row = ledger.wave("budsjett")
+    assert wave_row is not None and wave_row["state"] == "stopped" and "failure budget" in wave_row["detail"]
+    states = [u.state for u in ledger.users("budsjett")]
+    assert states.count("pending") > len(states) // 2  # most were never started
+    check_systems(inv, ledger, "budsjett")
+
+
+@pytest.mark.parametrize("kill_after", [("prepare", 8), ("cutover", 8)])
+def test_sigkill_then_rerun_completes_the_wave(env: Env, lab_inventory: Inventory, kill_after: tuple[str, int]) -> None:
+    """SIGKILL in the middle of prepare or cutover; the same command again ends every user in one final state."""
+    inv = lab_inventory
+    phase, count = kill_after
+    wave = env.wave_file("avbrutt", ["gausdal", "oyer"])
+    proc = env.ikomm("wave", "run", str(wave), "--auto-approve", inventory=inv.root, wait=False)
+    db = env.ledger_url.removeprefix("sqlite:///")
+    stage_sql = "stage = 'prepared'" if phase == "prepare" else "state = 'verified'"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            done = sqlite3.connect(db).execute(f"select count(*) from users where {stage_sql}").fetchone()[0]
+        except sqlite3.Error:
+            done = 0
+        if done >= count:
+            break
+        time.sleep(0.1)
+    assert proc.poll() is None, "the wave ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    rerun = env.ikomm("wave", "run", str(wave), "--auto-approve", inventory=inv.root)
+    assert rerun.returncode == 0, (env.dir / "ikomm-output.log").read_text()[-3000:]
+    ledger = Ledger(env.ledger_url)
+    assert all(u.state in FINAL for u in ledger.users("avbrutt"))
+    seen = check_systems(inv, ledger, "avbrutt")
+    assert seen.get("verified", 0) > 10
+    dup = (
+        sqlite3.connect(db)
+        .execute("select key, kind, target, count(*) from changes group by key, kind, target having count(*) > 1")
+        .fetchall()
+    )
+    assert dup == []
+
+
+def test_approval_gate_waits_for_the_lead(env: Env, lab_inventory: Inventory) -> None:
+    """Without --auto-approve the flow pauses before cutover; `ikomm wave approve` lets it go on."""
+    inv = lab_inventory
+    wave = env.wave_file("godkjenn", ["oyer"], approval_required=True)
+    proc = env.ikomm("wave", "run", str(wave), inventory=inv.root, wait=False)
+    ledger = Ledger(env.ledger_url)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        row = ledger.wave("godkjenn") if Path(env.ledger_url.removeprefix("sqlite:///")).exists() else None
+        if row and row["state"] == "awaiting-approval":
+            break
+        assert proc.poll() is None, (env.dir / "ikomm-output.log").read_text()[-3000:]
+        time.sleep(0.3)
+    time.sleep(3)  # the pause reaches the server
+    assert all(u.stage == "prepared" or u.state in FINAL for u in ledger.users("godkjenn"))
+    approve = subprocess.run(
+        [sys.executable, "-m", "ikomm", "wave", "approve", "godkjenn", "--approver", "leder@ikomm.no"],
+        env={**os.environ, **env.vars},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert approve.returncode == 0, approve.stderr + approve.stdout
+    assert proc.wait(timeout=300) == 0
+    wave_row = ledger.wave("godkjenn")
+    assert wave_row is not None and wave_row["approval"]["approver"] == "leder@ikomm.no"
+    assert {u.state for u in ledger.users("godkjenn")} <= {"verified", "held"}
