@@ -45,21 +45,29 @@ lab-down: venv
 
 demo: setup
 	$(BIN)/ikomm inventory validate
-	$(BIN)/ikomm inventory show
 	$(BIN)/ikomm lab up
+	$(BIN)/ikomm server start
+	rm -rf .ikomm/ledger.db* .ikomm/credentials/pilot.csv   # the lab starts afresh, so does the demo's ledger
+	$(BIN)/ikomm wave run waves/pilot.yaml --auto-approve
+	$(BIN)/ikomm wave status pilot
 	@echo
-	@echo "The lab runs: twelve real servers on 127.0.0.x, seeded with the 2,500 users of inventory/. Look at it:"
-	@echo "  $(BIN)/ikomm lab status"
-	@echo "  LDAPTLS_CACERT=.lab/tls/lab-ca.pem ldapsearch -LLL -x -H ldaps://127.0.0.4 -b dc=gausdal,dc=kommune,dc=no uid=gd10001"
-	@echo "  ls .lab/sshd/fs-lillehammer/root/srv/home | head        (the legacy file server's tree, as sshd serves it)"
-	@echo "  cat .lab/sshd/config-host/root/srv/thinclient/tc-lill-00001.conf"
-	@echo "  docs/lab.md explains each server; '$(BIN)/ikomm lab down' stops them all."
-	@echo "The wave itself (Prefect UI, ledger, approval) arrives with issue 4."
+	@echo "The pilot wave ran against twelve real servers on 127.0.0.x. Where to look:"
+	@echo "  Prefect UI:  http://127.0.0.1:4200/runs  (flow run 'pilot'; its task runs are named municipality/legacy_id)"
+	@echo "               artifacts: wave-pilot-progress, wave-pilot-users, wave-pilot-summary"
+	@echo "  helpdesk:    $(BIN)/ikomm status gausdal/gd10074      (every state change, with times)"
+	@echo "  the legacy account, now disabled (shadowExpire: 1):"
+	@echo "     LDAPTLS_CACERT=.lab/tls/lab-ca.pem ldapsearch -LLL -x -H ldaps://127.0.0.4 -b dc=gausdal,dc=kommune,dc=no uid=gd10074 shadowExpire"
+	@echo "  the files:   ls -la .lab/sshd/fs-office/root/data/home/ .lab/sshd/fs-health/root/data/home/ | head"
+	@echo "  the device:  cat .lab/sshd/config-host/root/srv/thinclient/tc-lill-01602.conf"
+	@echo "  passwords:   .ikomm/credentials/pilot.csv (mode 0600, root only; nowhere else)"
+	@echo "  docs/waves.md explains the stages; '$(BIN)/ikomm lab down; $(BIN)/ikomm server stop' stops everything."
 
 bench: setup
 	$(BIN)/python -m bench.lab_start
 	$(BIN)/python -m bench.connectors
+	$(BIN)/python -m bench.wave
 
 clean:
 	-$(BIN)/ikomm lab down
-	rm -rf .lab .venv
+	-$(BIN)/ikomm server stop
+	rm -rf .lab .venv .ikomm

@@ -196,7 +196,9 @@ class Ledger:
 
     # --- users ----------------------------------------------------------------------------------
 
-    def set_user(self, key: str, state: str, stage: str, message: str, account: str | None = None) -> str:
+    def set_user(
+        self, key: str, state: str, stage: str, message: str, account: str | None = None, wave: str | None = None
+    ) -> str:
         """Change a user's state and add the event; return the time. Only ikomm.migration.set_state calls this."""
         if state not in STATES:
             raise ValueError(f"unknown state {state!r}")
@@ -206,13 +208,14 @@ class Ledger:
         if account is not None:
             values["account"] = account
         with self._tx() as conn:
-            row = conn.execute(sa.select(users_t.c.wave).where(users_t.c.key == key)).first()
-            if row is None:
+            if wave is None:
+                row = conn.execute(sa.select(users_t.c.wave).where(users_t.c.key == key)).first()
+                if row is None:
+                    raise KeyError(key)
+                wave = str(row[0])
+            if conn.execute(users_t.update().where(users_t.c.key == key).values(**values)).rowcount != 1:
                 raise KeyError(key)
-            conn.execute(users_t.update().where(users_t.c.key == key).values(**values))
-            conn.execute(
-                events_t.insert().values(key=key, wave=row[0], state=state, stage=stage, message=message, at=at)
-            )
+            conn.execute(events_t.insert().values(key=key, wave=wave, state=state, stage=stage, message=message, at=at))
         return at
 
     def user(self, key: str) -> UserRow | None:
@@ -248,6 +251,11 @@ class Ledger:
             return {(m, s): n for m, s, n in rows}
 
     # --- changes --------------------------------------------------------------------------------
+
+    def change_status(self, change_id: int) -> str:
+        """planned, done or undone."""
+        with self.engine.connect() as conn:
+            return str(conn.execute(sa.select(changes_t.c.status).where(changes_t.c.id == change_id)).scalar_one())
 
     def plan_change(
         self, key: str, wave_id: str, stage: str, system: str, kind: str, target: str, undo: dict[str, Any]

@@ -262,7 +262,7 @@ class WaveRun:
 
 def set_state(run: WaveRun, wu: WaveUser, state: str, stage: str, message: str, account: str | None = None) -> None:
     """Change a user's state: the ledger, the log and the progress view, together."""
-    run.ledger.set_user(wu.key, state, stage, message, account)
+    run.ledger.set_user(wu.key, state, stage, message, account, wave=run.wave.id)
     log.log(
         logging.WARNING if state in ("failed", "held") else logging.INFO, "%s: %s %s: %s", wu.key, state, stage, message
     )
@@ -360,7 +360,7 @@ def stage_account(run: WaveRun, wu: WaveUser, plan: Plan) -> str:
             ad.add(dn, ["user"], {**attrs, "sAMAccountName": sam, "employeeNumber": link, "userAccountControl": "514"})
             run.ledger.confirm(change)
         password_change = _record(run, wu, "account", "ldap:platform", "set-password", dn, {"dn": dn})
-        if run.credentials.get(wu.key) is None or _status(run, wu, password_change) != "done":
+        if run.credentials.get(wu.key) is None or run.ledger.change_status(password_change) != "done":
             password = new_password()
             run.credentials.put(wu.key, sam, upn, password)  # kept before it is set: a crash cannot lose it
             ad.set_password(dn, password, must_change=True)
@@ -379,13 +379,6 @@ def stage_account(run: WaveRun, wu: WaveUser, plan: Plan) -> str:
                 kind="enable-account",
             )
     return dn
-
-
-def _status(run: WaveRun, wu: WaveUser, change_id: int) -> str:
-    for ch in run.ledger.changes(wu.key, ("account",), ("planned", "done", "undone")):
-        if ch.id == change_id:
-            return ch.status
-    return "planned"
 
 
 def stage_entitlements(run: WaveRun, wu: WaveUser, plan: Plan, dn: str) -> list[str]:

@@ -24,6 +24,8 @@ HOST = "127.0.0.1"
 def port() -> int:
     """The local server's port: IKOMM_PREFECT_PORT, or 4200."""
     return int(os.environ.get("IKOMM_PREFECT_PORT", "4200"))
+
+
 SERVER_SETTINGS = {
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "200",
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_READ_BATCH_SIZE": "200",

@@ -139,16 +139,30 @@ class DirectoryConnector:
             raise FatalError(f"{config.host}: plain LDAP would send the password in clear; use ldaps or starttls")
         self.config = config
         self._password = password
-        tls = ldap3.Tls(
+        self._tls = ldap3.Tls(
             validate=ssl.CERT_REQUIRED,
             ca_certs_file=str(ca_file) if ca_file else None,
             valid_names=[config.tls_name] if config.tls_name else None,
         )
-        self._server = ldap3.Server(
-            config.host, port=config.port, use_ssl=config.security == "ldaps", tls=tls, connect_timeout=timeout
-        )
         self._timeout = timeout
         self._local = threading.local()
+
+    @property
+    def _server(self) -> ldap3.Server:
+        """This thread's Server object (ldap3's is not thread-safe); no schema read, values are kept raw."""
+        server: ldap3.Server | None = getattr(self._local, "server", None)
+        if server is None:
+            c = self.config
+            server = ldap3.Server(
+                c.host,
+                port=c.port,
+                use_ssl=c.security == "ldaps",
+                tls=self._tls,
+                connect_timeout=self._timeout,
+                get_info=ldap3.NONE,
+            )
+            self._local.server = server
+        return server
 
     def __repr__(self) -> str:  # never shows the password
         return f"DirectoryConnector({self.config.kind}, {self.config.host}:{self.config.port})"
