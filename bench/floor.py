@@ -36,6 +36,9 @@ class NullLedger:
     def change_status(self, *args: Any) -> str:
         return "planned"
 
+    def snapshot(self, *args: Any) -> dict[str, Any]:
+        return {}  # no rollback proof in the floor
+
 
 def main() -> None:
     wave_file, state = Path(sys.argv[1]), Path(sys.argv[2])

@@ -107,7 +107,7 @@ def wave_flow(
     inv = load_inventory(Path(inventory))
     wave = load_wave(Path(wave_file), inv)
     ledger = Ledger(ledger_url)
-    ledger.open_wave(wave.id, [(u.key, u.muni, u.user.legacy_id) for u in wave.users])
+    ledger.open_wave(wave.id, [(u.key, u.muni, u.user.legacy_id) for u in wave.users], file=str(wave.path.resolve()))
     ledger.set_wave(wave.id, "running")
     run = WaveRun(inv, wave, ledger, Path(state_dir))
     RUNS[wave.id] = run

@@ -92,6 +92,7 @@ def wave_run(
     wave_file: Annotated[Path, typer.Argument(help="waves/<id>.yaml")],
     inventory: InventoryDir = Path("inventory"),
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Approve the cutover (lab and tests).")] = False,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Try the failed (undone) users again.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Run (or resume) a wave: prepare, approval gate, cutover; a live view of users per stage."""
@@ -109,6 +110,8 @@ def wave_run(
     from flows.wave import run_wave
 
     url = ledger_url()
+    if retry_failed and Ledger(url).wave(wave.id):
+        err.print(f"{Ledger(url).retry_failed(wave.id)} failed user(s) will be tried again")
     outcome: dict[str, Any] = {}
     failure: list[BaseException] = []
 

@@ -58,8 +58,8 @@ class Problem:
 class InventoryError(InvalidInputError):
     """The inventory has problems; each names its file, row (line) and field."""
 
-    def __init__(self, problems: list[Problem]) -> None:
+    def __init__(self, problems: list[Problem], what: str = "the inventory") -> None:
         self.problems = sorted(set(problems))
         count = len(self.problems)
         lines = "\n".join(f"  {p}" for p in self.problems)
-        super().__init__(f"{count} problem{'s' if count != 1 else ''} in the inventory:\n{lines}")
+        super().__init__(f"{count} problem{'s' if count != 1 else ''} in {what}:\n{lines}")

@@ -38,6 +38,7 @@ waves_t = sa.Table(
     sa.Column("state", sa.String(32), nullable=False),
     sa.Column("detail", sa.Text, nullable=False, default=""),
     sa.Column("approval", sa.Text, nullable=True),
+    sa.Column("file", sa.Text, nullable=True),
     sa.Column("started", sa.String(32), nullable=False),
     sa.Column("ended", sa.String(32), nullable=True),
 )
@@ -64,6 +65,14 @@ events_t = sa.Table(
     sa.Column("stage", sa.String(32), nullable=False),
     sa.Column("message", sa.Text, nullable=False),
     sa.Column("at", sa.String(32), nullable=False),
+)
+snapshots_t = sa.Table(
+    "snapshots",
+    meta,
+    sa.Column("key", sa.String(128), primary_key=True),
+    sa.Column("wave", sa.String(64), nullable=False, index=True),
+    sa.Column("data", sa.Text, nullable=False),
+    sa.Column("taken", sa.String(32), nullable=False),
 )
 changes_t = sa.Table(
     "changes",
@@ -137,11 +146,11 @@ class Ledger:
 
     # --- waves ----------------------------------------------------------------------------------
 
-    def open_wave(self, wave_id: str, users: list[tuple[str, str, str]]) -> None:
+    def open_wave(self, wave_id: str, users: list[tuple[str, str, str]], file: str | None = None) -> None:
         """Create the wave (if new) and its users as pending (those already known keep their state)."""
         with self._tx() as conn:
             if conn.execute(sa.select(waves_t.c.id).where(waves_t.c.id == wave_id)).first() is None:
-                conn.execute(waves_t.insert().values(id=wave_id, state="running", detail="", started=now()))
+                conn.execute(waves_t.insert().values(id=wave_id, state="running", detail="", started=now(), file=file))
             known = {r[0] for r in conn.execute(sa.select(users_t.c.key).where(users_t.c.wave == wave_id))}
             new = [
                 {
@@ -193,6 +202,26 @@ class Ledger:
     def approve(self, wave_id: str, approval: dict[str, Any]) -> None:
         with self._tx() as conn:
             conn.execute(waves_t.update().where(waves_t.c.id == wave_id).values(approval=json.dumps(approval)))
+
+    def retry_failed(self, wave_id: str) -> int:
+        """Put the wave's failed users (already undone) back to pending; return how many."""
+        failed = [u for u in self.users(wave_id) if u.state == "failed"]
+        for u in failed:
+            self.set_user(u.key, "pending", "", "retry requested", wave=wave_id)
+        return len(failed)
+
+    # --- snapshots ------------------------------------------------------------------------------
+
+    def save_snapshot(self, key: str, wave_id: str, data: dict[str, Any]) -> None:
+        """Keep the first snapshot of a user: the world before the wave wrote anything."""
+        with self._tx() as conn:
+            if conn.execute(sa.select(snapshots_t.c.key).where(snapshots_t.c.key == key)).first() is None:
+                conn.execute(snapshots_t.insert().values(key=key, wave=wave_id, data=json.dumps(data), taken=now()))
+
+    def snapshot(self, key: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(snapshots_t.c.data).where(snapshots_t.c.key == key)).first()
+        return json.loads(row[0]) if row else None
 
     # --- users ----------------------------------------------------------------------------------
 

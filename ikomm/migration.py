@@ -42,6 +42,7 @@ from ikomm.inventory.models import Application
 from ikomm.ledger import FINAL, Ledger
 from ikomm.naming import account_names, netbios_domain, platform_domain
 from ikomm.report import UNMAPPED
+from ikomm.snapshot import take
 from ikomm.waves import Wave, WaveUser
 
 log = logging.getLogger("ikomm.wave")
@@ -218,6 +219,19 @@ class WaveRun:
         self.budget = Budget(wave.spec.options.failure_budget, wave.spec.options.min_failures)
         self.seats = SeatBook(self.c.platform(), inv.platform.directory.groups_dn)
         self.domain = platform_domain(inv.platform.directory)
+        self._broker_users: dict[str, set[str]] = {}
+        self._broker_lock = threading.Lock()
+
+    def broker_lists(self, wu: WaveUser) -> bool:
+        """Whether the broker allowed this user's platform name on the zone's collection when first asked.
+
+        Read once per collection and run (users join a collection only at their own cutover).
+        """
+        collection = self.inv.zone(wu.user.zone).terminal_farm.collection
+        with self._broker_lock:
+            if collection not in self._broker_users:
+                self._broker_users[collection] = {u.lower() for u in self.c.broker().collection_users(collection)}
+            return f"{self.domain}\\{self.account(wu)}".lower() in self._broker_users[collection]
 
     def limits(self) -> dict[str, int]:
         """Concurrency limit name -> slots, for every outside system the wave touches."""
@@ -294,7 +308,12 @@ def apply_modify(
     changes = plan_modifications(current, wanted)
     if not changes:
         return False
-    change = _record(run, wu, stage, system, kind, dn, {"dn": dn, "before": {k: list(current.get(k)) for k in changes}})
+    undo = {
+        "dn": dn,
+        "before": {k: list(current.get(k)) for k in changes},
+        "after": {k: sorted(str(v) for v in wanted[k]) for k in changes},  # to notice drift before an undo
+    }
+    change = _record(run, wu, stage, system, kind, dn, undo)
     ldap.modify(dn, wanted)
     run.ledger.confirm(change)
     return True
@@ -466,6 +485,9 @@ def prepare(run: WaveRun, wu: WaveUser) -> None:
     """Everything before the approval gate: plan, account, entitlements, pre-seed copy."""
     set_state(run, wu, "running", "plan", "reading the legacy account and groups")
     plan = plan_user(run, wu)
+    if run.ledger.snapshot(wu.key) is None:  # the proof a rollback is checked against: before any write
+        with run.gate.hold(run.systems(wu, "legacy", "ad", "devices", "broker", "zone-fs")):
+            run.ledger.save_snapshot(wu.key, run.wave.id, take(run, wu))
     if plan.unmapped:
         set_state(run, wu, "running", "plan", UNMAPPED + ", ".join(plan.unmapped))
     set_state(run, wu, "running", "account", f"platform account {run.account(wu)}", account=run.account(wu))
@@ -524,8 +546,8 @@ def stage_cutover(run: WaveRun, wu: WaveUser) -> None:
                     wu.user.device,
                     {"device": wu.user.device, "before": before},
                 )
-                devices.update(wu.user.device, wanted)
-                run.ledger.confirm(change)
+                written = devices.update(wu.user.device, wanted)
+                run.ledger.confirm(change, {"after": written.after})
     collection = run.inv.zone(wu.user.zone).terminal_farm.collection
     name = f"{run.domain}\\{run.account(wu)}"
     muni = run.inv.municipalities[wu.muni]

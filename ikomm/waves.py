@@ -119,7 +119,7 @@ def load_wave(path: Path, inv: Inventory) -> Wave:
     rel = path.name
     loaded = load_yaml_model(path.parent, rel, WaveFile, problems)
     if loaded is None:
-        raise InventoryError(problems)
+        raise InventoryError(problems, "the wave file")
     spec, source = loaded
     if spec.id != path.stem:
         problems.append(source.problem(("id",), f"the wave id must match the file name ({path.stem!r})"))
@@ -159,7 +159,7 @@ def load_wave(path: Path, inv: Inventory) -> Wave:
     if not chosen and not problems:
         problems.append(source.problem(("users",), "the selection matches no user"))
     if problems:
-        raise InventoryError(problems)
+        raise InventoryError(problems, "the wave file")
     return Wave(path, spec, tuple(chosen))
 
 

@@ -1,0 +1,101 @@
+"""The rollback flow: one task run per user, named after the user, undoing from the ledger.
+
+Started by `ikomm rollback user|wave`, or from the UI once served as a deployment
+(`python -m flows.rollback --serve`), with the same parameters.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, cast
+
+from prefect import flow, tags, task, unmapped
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture, wait
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+
+from ikomm.inventory import load_inventory
+from ikomm.ledger import Ledger
+from ikomm.migration import WaveRun
+from ikomm.rollback import UserRollback, rollback_user
+from ikomm.waves import load_wave
+
+RUNS: dict[str, WaveRun] = {}
+
+
+@task(name="roll-back-user", task_run_name="{user} · rollback", cache_policy=NO_CACHE, persist_result=False)
+def roll_back_user(wave_id: str, user: str, stages: list[str], purge: bool, force: bool) -> dict[str, Any]:
+    """Undo one user's changes (all, or of the given stages)."""
+    run = RUNS[wave_id]
+    return asdict(rollback_user(run, run.user(user), tuple(stages) or None, purge, force))
+
+
+@flow(name="rollback", flow_run_name="rollback {wave_id}", persist_result=False)
+def rollback_flow(
+    wave_id: str,
+    inventory: str,
+    state_dir: str,
+    ledger_url: str,
+    users: list[str] | None = None,
+    municipality: str | None = None,
+    stages: list[str] | None = None,
+    purge: bool = False,
+    force: bool = False,
+    concurrency: int = 8,
+) -> list[dict[str, Any]]:
+    """Roll back a wave (or some of its users, one municipality, some stages)."""
+    ledger = Ledger(ledger_url)
+    row = ledger.wave(wave_id)
+    if row is None or not row.get("file"):
+        raise ValueError(f"no wave {wave_id!r} in the ledger {ledger_url}")
+    inv = load_inventory(Path(inventory))
+    run = WaveRun(inv, load_wave(Path(row["file"]), inv), ledger, Path(state_dir))
+    RUNS[wave_id] = run
+    keys = [
+        u.key
+        for u in ledger.users(wave_id)
+        if (not users or u.key in users) and (not municipality or u.muni == municipality)
+    ]
+    try:
+        futures = roll_back_user.map(wave_id, keys, unmapped(list(stages or [])), purge, force) if keys else []
+        wait(futures)
+        reports = [f.result() for f in futures]
+        create_markdown_artifact(
+            _report(wave_id, reports), key=f"rollback-{wave_id}".lower(), description=f"Rollback of {wave_id}"
+        )
+        return reports
+    finally:
+        RUNS.pop(wave_id, None)
+        run.c.close()
+
+
+def _report(wave_id: str, reports: list[dict[str, Any]]) -> str:
+    lines = [
+        f"# Rollback of {wave_id}",
+        "",
+        "| user | undone | conflicts | problems | quarantined |",
+        "|---|---|---|---|---|",
+    ]
+    for r in reports:
+        lines.append(
+            f"| {r['user']} | {len(r['undone'])} | {'; '.join(r['conflicts'])} | {'; '.join(r['problems'])} "
+            f"| {'; '.join(r['quarantined'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def run_rollback(wave_id: str, **kwargs: Any) -> list[UserRollback]:
+    """Run the rollback flow in this process, tagged with the wave."""
+    with tags(f"wave:{wave_id}", "rollback"):
+        concurrency = int(kwargs.get("concurrency", 8))
+        runner = cast(TaskRunner[PrefectFuture[Any]], ThreadPoolTaskRunner(max_workers=concurrency))
+        flow_ = rollback_flow.with_options(task_runner=runner)
+        reports = flow_(wave_id, **kwargs)
+    return [UserRollback(**r) for r in reports]
+
+
+if __name__ == "__main__" and "--serve" in sys.argv:
+    rollback_flow.serve(name="rollback")

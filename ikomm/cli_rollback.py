@@ -1,0 +1,165 @@
+"""`ikomm rollback user|wave` and `ikomm verify rollback`: undo from the ledger, then prove it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ikomm import server
+from ikomm.cli import InventoryDir, JsonFlag, _fail, _load, app, console, err
+from ikomm.cli_wave import _use_local_server, ledger_url
+from ikomm.errors import IkommError
+from ikomm.ledger import Ledger
+from ikomm.rollback import STAGES, UserRollback
+
+rollback_app = typer.Typer(help="Undo a user, a stage or a wave from the ledger.", no_args_is_help=True)
+verify_app = typer.Typer(help="Prove that a rollback restored what was there.", no_args_is_help=True)
+app.add_typer(rollback_app, name="rollback")
+app.add_typer(verify_app, name="verify")
+
+StageOpt = Annotated[
+    list[str] | None, typer.Option("--stage", help=f"Only this stage ({', '.join(STAGES)}); repeatable.")
+]
+PurgeOpt = Annotated[bool, typer.Option("--purge", help="Delete the platform account instead of parking it.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Undo even what changed after the migration (drift).")]
+
+
+def _stages(stages: list[str] | None) -> list[str]:
+    for s in stages or []:
+        if s not in STAGES:
+            err.print(f"[red]error:[/] --stage {s!r}: choose one of {', '.join(STAGES)}")
+            raise typer.Exit(2)
+    return list(stages or [])
+
+
+def _wave_of(ledger: Ledger, user: str) -> tuple[str, str]:
+    found = ledger.find_users(user)
+    if len(found) != 1:
+        err.print(f"[red]error:[/] {'no' if not found else 'more than one'} user {user!r} in the ledger {ledger.url}")
+        raise typer.Exit(2)
+    return found[0].wave, found[0].key
+
+
+def _run(wave_id: str, inventory: Path, as_json: bool, **kwargs: object) -> None:
+    _use_local_server()
+    from flows.rollback import run_rollback
+
+    try:
+        reports = run_rollback(
+            wave_id,
+            inventory=str(inventory.resolve()),
+            state_dir=str(server.state_dir()),
+            ledger_url=ledger_url(),
+            **kwargs,
+        )
+    except IkommError as exc:
+        raise _fail(exc) from None
+    _print(reports, as_json)
+    raise typer.Exit(1 if any(r.problems or r.conflicts for r in reports) else 0)
+
+
+def _print(reports: list[UserRollback], as_json: bool) -> None:
+    if as_json:
+        console.print_json(json.dumps([r.__dict__ for r in reports]))
+        return
+    if all(r.nothing_to_do for r in reports):
+        console.print("nothing to undo: every change of these users is already undone")
+        return
+    table = Table(title="rollback")
+    for col in ("user", "undone", "conflicts (left alone)", "problems", "quarantined data"):
+        table.add_column(col, overflow="fold")
+    for r in reports:
+        if not r.nothing_to_do:
+            table.add_row(
+                r.user, str(len(r.undone)), "\n".join(r.conflicts), "\n".join(r.problems), "\n".join(r.quarantined)
+            )
+    console.print(table)
+
+
+@rollback_app.command("user")
+def rollback_user_cmd(
+    user: Annotated[str, typer.Argument(help="municipality/legacy_id (or legacy id, or account name)")],
+    stage: StageOpt = None,
+    purge: PurgeOpt = False,
+    force: ForceOpt = False,
+    inventory: InventoryDir = Path("inventory"),
+    as_json: JsonFlag = False,
+) -> None:
+    """Undo one user's changes (or one stage's), newest first; safe to repeat."""
+    _load(inventory)
+    wave_id, key = _wave_of(Ledger(ledger_url()), user)
+    _run(wave_id, inventory, as_json, users=[key], stages=_stages(stage), purge=purge, force=force)
+
+
+@rollback_app.command("wave")
+def rollback_wave_cmd(
+    wave_id: str,
+    municipality: Annotated[str | None, typer.Option(help="Only this municipality's users.")] = None,
+    stage: StageOpt = None,
+    purge: PurgeOpt = False,
+    force: ForceOpt = False,
+    inventory: InventoryDir = Path("inventory"),
+    as_json: JsonFlag = False,
+) -> None:
+    """Undo a wave (or one municipality, or some stages), newest change first; safe to repeat."""
+    _load(inventory)
+    if Ledger(ledger_url()).wave(wave_id) is None:
+        err.print(f"[red]error:[/] no wave {wave_id!r} in the ledger")
+        raise typer.Exit(2)
+    _run(wave_id, inventory, as_json, municipality=municipality, stages=_stages(stage), purge=purge, force=force)
+
+
+@verify_app.command("rollback")
+def verify_rollback_cmd(
+    wave_id: str,
+    user: Annotated[str | None, typer.Option(help="Only this user.")] = None,
+    municipality: Annotated[str | None, typer.Option(help="Only this municipality's users.")] = None,
+    stage: StageOpt = None,
+    inventory: InventoryDir = Path("inventory"),
+    as_json: JsonFlag = False,
+) -> None:
+    """Compare the present with the snapshot taken before the wave wrote anything; exit 1 on any difference."""
+    from ikomm.migration import WaveRun
+    from ikomm.rollback import verify_user
+    from ikomm.snapshot import OPERATIONAL
+    from ikomm.waves import load_wave
+
+    inv = _load(inventory)
+    ledger = Ledger(ledger_url())
+    row = ledger.wave(wave_id)
+    if row is None or not row.get("file"):
+        err.print(f"[red]error:[/] no wave {wave_id!r} in the ledger")
+        raise typer.Exit(2)
+    try:
+        run = WaveRun(inv, load_wave(Path(row["file"]), inv), ledger, server.state_dir())
+        key = _wave_of(ledger, user)[1] if user else None
+        checked, diffs = 0, {}
+        for wu in run.wave.users:
+            if (key and wu.key != key) or (municipality and wu.muni != municipality):
+                continue
+            found = verify_user(run, wu, tuple(_stages(stage)) or None)
+            if found is None:
+                continue
+            checked += 1
+            if found:
+                diffs[wu.key] = found
+        run.c.close()
+    except IkommError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        console.print_json(json.dumps({"checked": checked, "differences": diffs, "excluded": sorted(OPERATIONAL)}))
+    else:
+        for k, found in diffs.items():
+            console.print(f"[bold]{k}[/]")
+            for d in found:
+                console.print(f"  {d}", highlight=False, markup=False)
+        console.print(
+            f"{checked} user(s) compared with their snapshot: {sum(len(d) for d in diffs.values())} "
+            f"difference(s). Not compared (servers change them on their own): "
+            f"{', '.join(sorted(OPERATIONAL))}; legacy terminal-server sessions."
+        )
+    raise typer.Exit(1 if diffs else 0)

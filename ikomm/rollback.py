@@ -1,0 +1,126 @@
+"""Rollback: undo a user's (or a stage's) recorded changes from the ledger, newest first, and prove it.
+
+Every undo is idempotent and marked in the ledger as it is done, so a rollback killed half-way is
+finished by running it again, and a second rollback finds nothing left and says so. Before undoing a
+change, the present value is compared with what the migration wrote: if someone changed it since
+(drift), the change is reported as a conflict and left alone, unless `force` (which then overwrites
+the later change with the value from before the migration).
+
+User data is never deleted: copied folders move to `.quarantine/<wave>/` on the platform file server
+and are listed in the report. The platform account is disabled and moved to OU=Deaktivert; deleted
+only with `purge`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ikomm.connectors.devices import settings
+from ikomm.errors import IkommError
+from ikomm.migration import WaveRun, _ldap_for, _undo_one, set_state
+from ikomm.snapshot import differences, take
+from ikomm.waves import WaveUser
+
+STAGES = ("account", "entitle", "files", "cutover", "retire")
+
+
+@dataclass
+class UserRollback:
+    """What one user's rollback did."""
+
+    user: str
+    undone: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    quarantined: list[str] = field(default_factory=list)
+
+    @property
+    def nothing_to_do(self) -> bool:
+        return not (self.undone or self.conflicts or self.problems)
+
+
+def drift(run: WaveRun, kind: str, system: str, undo: dict[str, Any]) -> str | None:
+    """Why the object no longer holds what the migration wrote, or None if it does."""
+    if kind in ("modify", "enable-account", "disable-legacy") and "after" in undo:
+        entry = _ldap_for(run, system).read(undo["dn"], list(undo["after"]))
+        if entry is None:
+            return f"{undo['dn']} is gone"
+        for name, values in undo["after"].items():
+            if sorted(entry.get(name)) != sorted(values):
+                return f"{undo['dn']}: {name} is {list(entry.get(name))}, the migration wrote {values}"
+    if kind == "device-config" and "after" in undo:
+        now = run.c.devices().read(undo["device"])
+        if now is not None and settings(now) != settings(undo["after"]):
+            return f"device {undo['device']}: its config changed after the cutover"
+    return None
+
+
+def rollback_user(
+    run: WaveRun, wu: WaveUser, stages: tuple[str, ...] | None = None, purge: bool = False, force: bool = False
+) -> UserRollback:
+    """Undo the user's changes (of the given stages, or all), newest first; state rolled_back when all are undone."""
+    report = UserRollback(wu.key)
+    changes = run.ledger.changes(wu.key, stages)
+    if not changes:
+        return report
+    set_state(run, wu, "running", "rollback", f"rolling back {len(changes)} change(s)")
+    if not stages or "cutover" in stages:
+        try:
+            ended = run.c.broker().log_off(f"{run.domain}\\{run.account(wu)}")
+            if ended:
+                report.undone.append(f"logged off {len(ended)} platform session(s)")
+        except IkommError as exc:
+            report.problems.append(f"log off platform sessions: {exc}")
+    for ch in changes:
+        try:
+            why = drift(run, ch.kind, ch.system, ch.undo)
+            if why and not force:
+                report.conflicts.append(f"{ch.kind}: {why} (left alone; --force restores the value from before)")
+                continue
+            _undo_one(run, wu, ch.kind, ch.system, ch.undo, purge)
+        except IkommError as exc:
+            report.problems.append(f"{ch.kind} {ch.target}: {exc}")
+            continue
+        run.ledger.mark_undone(ch.id)
+        report.undone.append(f"{ch.kind} {ch.target}")
+        if ch.kind == "copy-tree":
+            report.quarantined.append(f"{ch.undo['server']}:{ch.undo['root']} -> .quarantine/{run.wave.id}/")
+    left = run.ledger.changes(wu.key)
+    if report.problems or report.conflicts:
+        set_state(
+            run, wu, "failed", "rollback", "rollback incomplete: " + "; ".join(report.problems + report.conflicts)
+        )
+    elif not left:
+        set_state(run, wu, "rolled_back", "done", f"rolled back ({len(report.undone)} change(s) undone)")
+    else:
+        set_state(run, wu, "rolled_back", "+".join(stages or ()), f"stage(s) {', '.join(stages or ())} rolled back")
+    return report
+
+
+STAGE_PARTS = {
+    "account": ("platform",),
+    "entitle": ("platform",),
+    "files": ("folders",),
+    "cutover": ("device", "broker"),
+    "retire": ("legacy",),
+}
+
+
+def verify_user(run: WaveRun, wu: WaveUser, stages: tuple[str, ...] | None = None) -> list[str] | None:
+    """Differences between now and the snapshot taken before the wave wrote anything (None: no snapshot).
+
+    With stages, only the objects those stages change are compared (entitle: the platform account's
+    groups; account: the platform account).
+    """
+    before = run.ledger.snapshot(wu.key)
+    if before is None:
+        return None
+    found = differences(before, take(run, wu))
+    if not stages:
+        return found
+    prefixes = tuple(p for s in stages for p in STAGE_PARTS[s])
+    kept = [d for d in found if d.startswith(prefixes)]
+    if "account" not in stages:
+        kept = [d for d in kept if not d.startswith("platform") or ": groups" in d]
+    return kept
