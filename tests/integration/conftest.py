@@ -5,11 +5,15 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import subprocess
+import sys
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ikomm import server
 from ikomm.connectors import Connectors
@@ -90,3 +94,47 @@ def prefect_api() -> Iterator[str]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@dataclass
+class Env:
+    """One test's private state folder, ledger and environment for `ikomm` subprocesses."""
+
+    dir: Path
+    vars: dict[str, str]
+    ledger_url: str
+
+    def wave_file(self, wave_id: str, municipalities: list[str], **options: object) -> Path:
+        spec = {
+            "id": wave_id,
+            "name": f"test {wave_id}",
+            "municipalities": municipalities,
+            "users": {"all": True},
+            "options": {"concurrency": 6, "retries": 1, "retry_delay": 0.2, "failure_budget": 1.0, **options},
+        }
+        path = self.dir / f"{wave_id}.yaml"
+        path.write_text(yaml.safe_dump(spec, allow_unicode=True), encoding="utf-8")
+        return path
+
+    def ikomm(self, *args: str, inventory: Path, wait: bool = True) -> subprocess.Popen[str]:
+        argv = [sys.executable, "-m", "ikomm", *args, "--inventory", str(inventory)]
+        out = open(self.dir / "ikomm-output.log", "a", encoding="utf-8")  # noqa: SIM115 (closed by the child's end)
+        proc = subprocess.Popen(argv, env={**os.environ, **self.vars}, stdout=out, stderr=subprocess.STDOUT, text=True)
+        if wait:
+            proc.wait(timeout=600)
+        return proc
+
+
+@pytest.fixture
+def env(lab: Lab, prefect_api: str, tmp_path: Path) -> Iterator[Env]:
+    """A fresh lab (warm restore from its cache: nothing a previous test did remains) and private state."""
+    lab.up()
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    variables = {
+        "IKOMM_STATE": str(tmp_path / "state"),
+        "IKOMM_LEDGER_URL": url,
+        "PREFECT_API_URL": prefect_api,
+        "PREFECT_HOME": str(tmp_path / "prefect-client"),
+        "COLUMNS": "200",
+    }
+    yield Env(tmp_path, variables, url)
