@@ -1,7 +1,8 @@
 """A 2,500-user wave through every stage against the lab, beside the floor (bench/floor.py) in the same run.
 
 Reports wall time, CPU (wave process, Prefect server, lab servers), and the peak memory (PSS) of the
-wave process tree with the Prefect server. The lab is restored from its cache before each side, so
+wave process tree with the Prefect server; then rolls the whole wave back (timed) and verifies the
+rollback against the snapshots. The lab is restored from its cache before each side, so
 both start from the same state. Set BENCH_USERS to run a smaller wave (for a quick look).
 """
 
@@ -22,6 +23,7 @@ from rich.table import Table
 
 from ikomm import server
 from ikomm.inventory import load_inventory
+from lab import process
 from lab.manager import Lab
 
 RESULTS = Path("bench-results")
@@ -30,20 +32,7 @@ STATE = RESULTS / "wave-state"
 
 def tree(pid: int) -> list[int]:
     """pid and all its descendants."""
-    children: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                ppid = int(Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            except OSError:
-                continue
-            children.setdefault(ppid, []).append(int(name))
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo += children.get(p, [])
-    return out
+    return [pid, *process.descendants(pid)]
 
 
 def pss_kib(pids: list[int]) -> int:
@@ -72,8 +61,6 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 def lab_pids(lab: Lab) -> list[int]:
-    from lab import process
-
     return [p for r in process.load(lab.pids) for p in tree(r.pid)]
 
 
@@ -151,6 +138,12 @@ def main() -> None:
             capture_output=True,
             text=True,
         ).stdout
+        ikomm = [sys.executable, "-m", "ikomm"]
+        rollback = measured([*ikomm, "rollback", "wave", "bench", "--json"], env, tree(server_pid), lab)
+        check = subprocess.run(
+            [*ikomm, "verify", "rollback", "bench", "--json"], env=env, capture_output=True, text=True
+        )
+        proof = json.loads(check.stdout[check.stdout.index("{") :]) if "{" in check.stdout else {}
         lab.up()
         floor = measured([sys.executable, "-m", "bench.floor", str(wave_file), str(STATE / "floor")], env, [], lab)
     finally:
@@ -173,6 +166,11 @@ def main() -> None:
     table.add_row("orchestration CPU share", f"{100 * orchestration / total_cpu:.1f} %", "", "≤ 15 %")
     table.add_row("peak memory (PSS)", f"{wave['peak_pss_mib']} MiB", f"{floor['peak_pss_mib']} MiB", "≤ 800 MB")
     console.print(table)
+    differences = sum(len(d) for d in proof.get("differences", {}).values())
+    console.print(
+        f"rollback of the whole wave: {rollback['wall_s']} s (the wave took {wave['wall_s']} s); "
+        f"verify rollback: {proof.get('checked', '?')} users compared, {differences} difference(s)"
+    )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "wave.json").write_text(
         json.dumps(

@@ -27,9 +27,10 @@ from prefect.input import RunInput
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
+from flows.limits import leased
 from ikomm.inventory import load_inventory
 from ikomm.ledger import FINAL, Ledger
-from ikomm.migration import WaveRun
+from ikomm.migration import LocalGate, WaveRun
 from ikomm.report import summary_markdown, table_rows
 from ikomm.waves import load_wave
 from tasks.user import RUNS, move_user
@@ -56,6 +57,7 @@ class Progress:
         self.artifact: UUID = artifact
         self.lock = threading.Lock()
         self.last = 0.0
+        self.last_table = 0.0
 
     def __call__(self, key: str, state: str, stage: str) -> None:
         if state not in FINAL and stage != "prepared":
@@ -71,6 +73,18 @@ class Progress:
         rows = self.run.ledger.users(self.run.wave.id)
         done = sum(1 for r in rows if r.state in FINAL) + sum(0.5 for r in rows if r.stage == "prepared")
         update_progress_artifact(self.artifact, min(100.0, 100.0 * done / self.total))
+        if time.monotonic() - self.last_table >= 10.0:  # the table is a new version each time: less often
+            self.last_table = time.monotonic()
+            users_table(self.run)
+
+
+def users_table(run: WaveRun) -> None:
+    """The table artifact of users per municipality and state (a new version each call)."""
+    create_table_artifact(
+        table_rows(run.ledger, run.wave.id),
+        key=f"wave-{run.wave.id}-users".lower(),
+        description="Users per municipality and state",
+    )
 
 
 def _phase(run: WaveRun, phase: str, keys: list[str]) -> dict[str, int]:
@@ -122,7 +136,9 @@ def wave_flow(
             return {"state": "done", "changed": False}
         to_prepare = [r.key for r in ledger.users(wave.id) if r.state not in FINAL and r.stage != "prepared"]
         if to_prepare:
-            prepare_flow.with_options(task_runner=runner)(wave.id, to_prepare)
+            with leased(run.limits()) as sizes:
+                run.gate = LocalGate(sizes)
+                prepare_flow.with_options(task_runner=runner)(wave.id, to_prepare)
         progress.update()
         if run.budget.tripped:
             return _stop(run, f"failure budget exceeded: {run.budget.failed} of {run.budget.started} users failed")
@@ -130,7 +146,9 @@ def wave_flow(
         if ready and not _approved(run, ledger, auto_approve):
             return _stop(run, "cutover not approved")
         if ready:
-            cutover_flow.with_options(task_runner=runner)(wave.id, ready)
+            with leased(run.limits()) as sizes:
+                run.gate = LocalGate(sizes)
+                cutover_flow.with_options(task_runner=runner)(wave.id, ready)
         if run.budget.tripped:
             return _stop(run, f"failure budget exceeded: {run.budget.failed} of {run.budget.started} users failed")
         pending = sum(1 for r in ledger.users(wave.id) if r.state not in FINAL)
@@ -139,11 +157,7 @@ def wave_flow(
         return {"state": final_state, "changed": True}
     finally:
         progress.update()
-        create_table_artifact(
-            table_rows(ledger, wave.id),
-            key=f"wave-{wave.id}-users".lower(),
-            description="Users per municipality and state",
-        )
+        users_table(run)
         create_markdown_artifact(
             summary_markdown(ledger, wave.id, inv),
             key=f"wave-{wave.id}-summary".lower(),

@@ -40,18 +40,27 @@ class UserRollback:
         return not (self.undone or self.conflicts or self.problems)
 
 
+ALREADY = "already undone"
+
+
 def drift(run: WaveRun, kind: str, system: str, undo: dict[str, Any]) -> str | None:
-    """Why the object no longer holds what the migration wrote, or None if it does."""
+    """Why the object no longer holds what the migration wrote, ALREADY if it holds what was there
+    before (a rollback killed after the undo, before the ledger heard of it), or None."""
     if kind in ("modify", "enable-account", "disable-legacy") and "after" in undo:
         entry = _ldap_for(run, system).read(undo["dn"], list(undo["after"]))
         if entry is None:
             return f"{undo['dn']} is gone"
+        now = {name: sorted(entry.get(name)) for name in undo["after"]}
+        if now == {name: sorted(undo["before"].get(name, [])) for name in undo["after"]}:
+            return ALREADY
         for name, values in undo["after"].items():
-            if sorted(entry.get(name)) != sorted(values):
-                return f"{undo['dn']}: {name} is {list(entry.get(name))}, the migration wrote {values}"
+            if now[name] != sorted(values):
+                return f"{undo['dn']}: {name} is {now[name]}, the migration wrote {values}"
     if kind == "device-config" and "after" in undo:
-        now = run.c.devices().read(undo["device"])
-        if now is not None and settings(now) != settings(undo["after"]):
+        current = run.c.devices().read(undo["device"])
+        if current is not None and current == undo["before"]:
+            return ALREADY
+        if current is not None and settings(current) != settings(undo["after"]):
             return f"device {undo['device']}: its config changed after the cutover"
     return None
 
@@ -75,10 +84,11 @@ def rollback_user(
     for ch in changes:
         try:
             why = drift(run, ch.kind, ch.system, ch.undo)
-            if why and not force:
+            if why and why != ALREADY and not force:
                 report.conflicts.append(f"{ch.kind}: {why} (left alone; --force restores the value from before)")
                 continue
-            _undo_one(run, wu, ch.kind, ch.system, ch.undo, purge)
+            if why != ALREADY:
+                _undo_one(run, wu, ch.kind, ch.system, ch.undo, purge)
         except IkommError as exc:
             report.problems.append(f"{ch.kind} {ch.target}: {exc}")
             continue

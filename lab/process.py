@@ -93,7 +93,7 @@ def stop(proc: Running, grace: float = 5.0) -> bool:
     Return True if it was running."""
     if not is_alive(proc):
         return False
-    for pid in _descendants(proc.pid):
+    for pid in descendants(proc.pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     try:
@@ -121,7 +121,7 @@ def _group_alive(pgid: int) -> bool:
     return any(_pgid_of(int(p)) == pgid for p in os.listdir("/proc") if p.isdigit())
 
 
-def _descendants(root: int) -> list[int]:
+def descendants(root: int) -> list[int]:
     """Every process below root in the process tree (by parent pid)."""
     children: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):

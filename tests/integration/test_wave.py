@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -18,6 +19,7 @@ from ikomm.connectors.devices import settings
 from ikomm.connectors.directory import equality_filter
 from ikomm.connectors.files import verify_tree
 from ikomm.inventory import Inventory, load_inventory
+from ikomm.inventory.models import User
 from ikomm.ledger import FINAL, Ledger
 from ikomm.naming import account_names, platform_domain
 from lab.manager import Lab
@@ -138,21 +140,26 @@ def test_faults_leave_those_users_undone_and_the_rest_migrated(
     inv_dir = tmp_path / "inventory"
     shutil.copytree(lab_inventory.root, inv_dir)
     apps = yaml.safe_load((inv_dir / "applications.yaml").read_text(encoding="utf-8"))
-    gausdal = lab_inventory.users["gausdal"]
+    late_apps = {a.id for a in lab_inventory.applications.values() if a.ready_from.year > 2026}
+    late = {g for a in lab_inventory.applications.values() if a.id in late_apps for g in a.granted_by["lillehammer"]}
+    # users who get past the snapshot with the config host down: Lillehammer's without a device
+    reach = [
+        u for u in lab_inventory.users["lillehammer"] if u.enabled and not u.device and not set(u.legacy_groups) & late
+    ]
+    lost = reach[0]  # its profile folder goes missing; an application only the others have fills up
+
+    def grants(app: dict[str, Any], user: User) -> bool:
+        return bool(set(app.get("granted_by", {}).get("lillehammer", [])) & set(user.legacy_groups))
+
     full = next(
         a
         for a in apps["applications"]
-        if "gausdal" in a["groups"]
-        and a["id"] not in ("gat", "salaby")
-        and sum(1 for u in gausdal if set(a.get("granted_by", {}).get("gausdal", [])) & set(u.legacy_groups)) > 3
+        if a["id"] not in late_apps and not grants(a, lost) and sum(grants(a, u) for u in reach[1:]) >= 2
     )
-    full["seat_limit"] = 2
+    full["seat_limit"] = 1
     (inv_dir / "applications.yaml").write_text(yaml.safe_dump(apps, allow_unicode=True), encoding="utf-8")
     inv = load_inventory(inv_dir)
-    oyer = lab_inventory.users["oyer"]
-    late = {g for a in inv.applications.values() if a.ready_from.year > 2026 for g in a.granted_by.get("oyer", [])}
-    lost = next(u for u in oyer if u.enabled and not set(u.legacy_groups) & late)
-    shutil.rmtree(lab.server_path(inv.municipalities["oyer"].legacy.file_server.name, lost.profile_path))
+    shutil.rmtree(lab.server_path(inv.municipalities["lillehammer"].legacy.file_server.name, lost.profile_path))
     lab.stop_server("config-host")
     try:
         wave = env.wave_file("feil", ["lillehammer", "gausdal", "oyer"])  # Lillehammer has users without a device
@@ -162,10 +169,11 @@ def test_faults_leave_those_users_undone_and_the_rest_migrated(
     ledger = Ledger(env.ledger_url)
     rows = {r.key: r for r in ledger.users("feil")}
     assert (
-        rows[f"oyer/{lost.legacy_id}"].state == "failed" and "no such folder" in rows[f"oyer/{lost.legacy_id}"].reason
+        rows[f"lillehammer/{lost.legacy_id}"].state == "failed"
+        and "no such folder" in rows[f"lillehammer/{lost.legacy_id}"].reason
     )
     seat_failures = [r for r in rows.values() if "seat limit" in r.reason]
-    assert seat_failures, "some gausdal users must hit the seat limit of 2"
+    assert seat_failures, f"a second user of {full['id']} must hit its seat limit of 1"
     device_users = {f"{m}/{u.legacy_id}" for m in inv.municipalities for u in inv.users[m] if u.device}
     assert all(rows[k].state in ("failed", "held") for k in device_users)
     assert any(r.state == "verified" for k, r in rows.items() if k not in device_users)
