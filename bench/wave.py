@@ -178,6 +178,8 @@ def main() -> None:
                 "users": users or inv.user_count(),
                 "wave": wave,
                 "floor": floor,
+                "rollback": rollback,
+                "rollback_verify": {"checked": proof.get("checked"), "differences": differences},
                 "orchestration_cpu_share": round(orchestration / total_cpu, 3),
                 "status": json.loads(counts or "{}"),
             },

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -103,6 +104,9 @@ def wave_run(
         wave = load_wave(wave_file, inv)
     except IkommError as exc:
         raise _fail(exc) from None
+    window = wave.spec.window
+    if window is not None and not (window.start <= datetime.now() <= window.end):
+        err.print(f"[yellow]warning:[/] now is outside the wave's window ({window.start} to {window.end})")
     try:
         _use_local_server()
     except IkommError as exc:

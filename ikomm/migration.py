@@ -439,7 +439,7 @@ def _trees(run: WaveRun, wu: WaveUser) -> list[tuple[str, str, str]]:
     ]
 
 
-def stage_files(run: WaveRun, wu: WaveUser, dn: str, stage: str) -> int:
+def stage_files(run: WaveRun, wu: WaveUser, dn: str) -> int:
     """Copy profile and home (pre-seed, or the final delta at cutover); return the files moved."""
     zone_fs = run.inv.zone(wu.user.zone).file_server
     source, target = run.c.legacy_files(wu.muni), run.c.zone_files(wu.user.zone)
@@ -496,7 +496,7 @@ def prepare(run: WaveRun, wu: WaveUser) -> None:
     stage_entitlements(run, wu, plan, dn)
     if run.wave.spec.options.preseed:
         set_state(run, wu, "running", "preseed", "copying profile and home (pre-seed)")
-        stage_files(run, wu, dn, "preseed")
+        stage_files(run, wu, dn)
     set_state(run, wu, "running", "prepared", "ready for cutover")
 
 
@@ -621,7 +621,7 @@ def cutover(run: WaveRun, wu: WaveUser) -> None:
     """Everything after the approval gate: final delta, cutover, verify, retire."""
     dn = _platform_dn(run, wu)
     set_state(run, wu, "running", "files", "final delta of profile and home")
-    stage_files(run, wu, dn, "files")
+    stage_files(run, wu, dn)
     set_state(run, wu, "running", "cutover", "device, broker, legacy session")
     stage_cutover(run, wu)
     set_state(run, wu, "migrated", "verify", "moved; verifying")
