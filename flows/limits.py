@@ -4,7 +4,9 @@ Each outside system has a global concurrency limit named `ikomm-<system>` (creat
 value when missing; a value an operator set in the UI wins when it is lower). A wave process leases
 its slots of every system when a phase starts, in one fixed order (so two waves cannot deadlock),
 and hands them to its users through in-process semaphores; a second wave against the same servers
-waits until the slots are free. One lease per system and phase, not one per operation: an acquire
+waits until the slots are free. The leases are renewed while the phase runs and lapse within
+LEASE_SECONDS when the process holding them is killed, so a resumed wave waits at most that long for
+its own earlier slots. One lease per system and phase, not one per operation: an acquire
 costs about 130 ms here, and a user passes through seven holds (docs/waves.md).
 """
 
@@ -17,6 +19,8 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectNotFound
+
+LEASE_SECONDS = 60  # Prefect's minimum; renewed while the phase runs, a killed wave's slots come free within it
 
 
 @contextmanager
@@ -33,5 +37,5 @@ def leased(limits: dict[str, int]) -> Iterator[dict[str, int]]:
                 sizes[name] = wanted
     with ExitStack() as stack:
         for name, size in sorted(sizes.items()):
-            stack.enter_context(concurrency(name, occupy=size, strict=True))
+            stack.enter_context(concurrency(name, occupy=size, strict=True, lease_duration=LEASE_SECONDS))
         yield sizes
