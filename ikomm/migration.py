@@ -34,7 +34,14 @@ from typing import Any, Protocol
 
 from ikomm.connectors import Connectors
 from ikomm.connectors.devices import settings
-from ikomm.connectors.directory import DirectoryConnector, Snapshot, child_dn, equality_filter, plan_modifications
+from ikomm.connectors.directory import (
+    DirectoryConnector,
+    EntryState,
+    Snapshot,
+    child_dn,
+    equality_filter,
+    plan_modifications,
+)
 from ikomm.connectors.files import FileServer, copy_tree, verify_tree
 from ikomm.errors import ConflictError, FatalError, IkommError, InvalidInputError, TransientError
 from ikomm.inventory import Inventory
@@ -193,6 +200,11 @@ class Plan:
     legacy_groups: tuple[str, ...]
     apps: tuple[Application, ...]
     unmapped: tuple[str, ...]
+    legacy_group_dns: tuple[str, ...] = ()
+
+    def legacy_state(self) -> EntryState:
+        """The legacy entry and its groups as read for the plan (the snapshot reuses it)."""
+        return EntryState(self.legacy, self.legacy_group_dns)
 
 
 class WaveRun:
@@ -329,14 +341,15 @@ def plan_user(run: WaveRun, wu: WaveUser) -> Plan:
         legacy = legacy_dir.find_user(wu.user.legacy_id)
         if legacy is None:
             raise InvalidInputError(f"no account {wu.user.legacy_id!r} in {wu.muni}'s legacy directory")
-        groups = tuple(sorted(g.split(",", 1)[0].split("=", 1)[1] for g in legacy_dir.groups_of(legacy.dn)))
+        group_dns = legacy_dir.groups_of(legacy.dn)
+        groups = tuple(sorted(g.split(",", 1)[0].split("=", 1)[1] for g in group_dns))
     apps = tuple(a for a in run.inv.applications.values() if set(a.granted_by.get(wu.muni, ())) & set(groups))
     mapped = {g for a in apps for g in a.granted_by.get(wu.muni, ())}
     late = [a for a in apps if a.ready_from > run.today]
     if late:
         names = ", ".join(f"{a.name} (ready {a.ready_from})" for a in late)
         raise HeldError(f"held back: not ready on the platform yet: {names}")
-    return Plan(legacy, groups, apps, tuple(g for g in groups if g not in mapped))
+    return Plan(legacy, groups, apps, tuple(g for g in groups if g not in mapped), group_dns)
 
 
 def stage_account(run: WaveRun, wu: WaveUser, plan: Plan) -> str:
@@ -486,8 +499,8 @@ def prepare(run: WaveRun, wu: WaveUser) -> None:
     set_state(run, wu, "running", "plan", "reading the legacy account and groups")
     plan = plan_user(run, wu)
     if run.ledger.snapshot(wu.key) is None:  # the proof a rollback is checked against: before any write
-        with run.gate.hold(run.systems(wu, "legacy", "ad", "devices", "broker", "zone-fs")):
-            run.ledger.save_snapshot(wu.key, run.wave.id, take(run, wu))
+        with run.gate.hold(run.systems(wu, "ad", "devices", "broker", "zone-fs")):
+            run.ledger.save_snapshot(wu.key, run.wave.id, take(run, wu, plan.legacy_state()))
     if plan.unmapped:
         set_state(run, wu, "running", "plan", UNMAPPED + ", ".join(plan.unmapped))
     set_state(run, wu, "running", "account", f"platform account {run.account(wu)}", account=run.account(wu))

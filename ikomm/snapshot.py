@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ikomm.connectors.directory import equality_filter
+from ikomm.connectors.directory import EntryState, equality_filter
 
 if TYPE_CHECKING:
     from ikomm.migration import WaveRun
@@ -57,10 +57,12 @@ def _entry(state: Any) -> dict[str, Any] | None:
     return data
 
 
-def take(run: WaveRun, wu: WaveUser) -> dict[str, Any]:
-    """Everything of this user that the wave may change, as it is now."""
-    legacy_dir = run.c.legacy(wu.muni)
-    legacy = legacy_dir.find_user(wu.user.legacy_id)
+def take(run: WaveRun, wu: WaveUser, legacy_state: EntryState | None = None) -> dict[str, Any]:
+    """Everything of this user that the wave may change, as it is now (legacy_state: as just read, if it was)."""
+    if legacy_state is None:
+        legacy_dir = run.c.legacy(wu.muni)
+        legacy = legacy_dir.find_user(wu.user.legacy_id)
+        legacy_state = legacy_dir.state(legacy.dn) if legacy else None
     ad = run.c.platform()
     link = f"{wu.muni}:{wu.user.legacy_id}"
     target_ou = run.inv.municipalities[wu.muni].target_ou
@@ -70,7 +72,7 @@ def take(run: WaveRun, wu: WaveUser) -> dict[str, Any]:
     sam = run.account(wu)
     folders = [f"{zone.file_server.profile_root}/{sam}", f"{zone.file_server.home_root}/{sam}"]
     return {
-        "legacy": _entry(legacy_dir.state(legacy.dn) if legacy else None),
+        "legacy": _entry(legacy_state),
         "platform": sorted((_entry(p) for p in platform if p is not None), key=lambda e: str(e and e["dn"])),
         "device": run.c.devices().read(wu.user.device) if wu.user.device else None,
         "broker": run.broker_lists(wu),
