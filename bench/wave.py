@@ -35,18 +35,6 @@ def tree(pid: int) -> list[int]:
     return [pid, *process.descendants(pid)]
 
 
-def pss_kib(pids: list[int]) -> int:
-    total = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1])
-        except OSError:
-            continue
-    return total
-
-
 def cpu_seconds(pids: list[int]) -> float:
     """utime+stime (and reaped children's) of the processes, in seconds."""
     ticks = os.sysconf("SC_CLK_TCK")
@@ -74,7 +62,7 @@ def measured(argv: list[str], env: dict[str, str], extra: list[int], lab: Lab) -
 
     def sample() -> None:
         while proc.poll() is None:
-            peak[0] = max(peak[0], pss_kib(tree(proc.pid) + extra))
+            peak[0] = max(peak[0], process.pss_kib(tree(proc.pid) + extra))
             time.sleep(1.0)
 
     sampler = threading.Thread(target=sample, daemon=True)

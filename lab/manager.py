@@ -191,19 +191,8 @@ class Lab:
     def memory_kib(self) -> int:
         """Proportional set size (shared pages split among sharers) of every lab process, in KiB."""
         groups = {p.pid for p in process.load(self.pids) if process.is_alive(p)}
-        total = 0
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-                if int(fields[2]) in groups:
-                    for line in Path(f"/proc/{entry}/smaps_rollup").read_text().splitlines():
-                        if line.startswith("Pss:"):
-                            total += int(line.split()[1])
-            except (OSError, IndexError):
-                continue
-        return total
+        members = [int(e) for e in os.listdir("/proc") if e.isdigit() and process.pgid_of(int(e)) in groups]
+        return process.pss_kib(members)
 
     # --- building -------------------------------------------------------------------------------
 

@@ -118,7 +118,7 @@ def _group_alive(pgid: int) -> bool:
     # zombies of our own children still count as a group member until reaped
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pgid, os.WNOHANG)
-    return any(_pgid_of(int(p)) == pgid for p in os.listdir("/proc") if p.isdigit())
+    return any(pgid_of(int(p)) == pgid for p in os.listdir("/proc") if p.isdigit())
 
 
 def descendants(root: int) -> list[int]:
@@ -139,7 +139,20 @@ def descendants(root: int) -> list[int]:
     return out
 
 
-def _pgid_of(pid: int) -> int | None:
+def pss_kib(pids: list[int]) -> int:
+    """Proportional set size (shared pages split among sharers) of the processes, in KiB."""
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+def pgid_of(pid: int) -> int | None:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
