@@ -15,22 +15,35 @@ from prefect import flow, tags, task, unmapped
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, wait
+from prefect.runtime import task_run as current_task_run
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from prefect.tasks import exponential_backoff
 
 from ikomm.inventory import load_inventory
 from ikomm.ledger import Ledger
 from ikomm.migration import WaveRun
 from ikomm.rollback import UserRollback, rollback_user
 from ikomm.waves import load_wave
+from tasks.user import RETRIES, only_transient
 
 RUNS: dict[str, WaveRun] = {}
 
 
-@task(name="roll-back-user", task_run_name="{user} · rollback", cache_policy=NO_CACHE, persist_result=False)
+@task(
+    name="roll-back-user",
+    task_run_name="{user} · rollback",
+    retries=RETRIES,
+    retry_delay_seconds=exponential_backoff(backoff_factor=2),
+    retry_jitter_factor=0.5,
+    retry_condition_fn=only_transient,
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
 def roll_back_user(wave_id: str, user: str, stages: list[str], purge: bool, force: bool) -> dict[str, Any]:
-    """Undo one user's changes (all, or of the given stages)."""
+    """Undo one user's changes (all, or of the given stages); a transient fault is retried like the wave's."""
     run = RUNS[wave_id]
-    return asdict(rollback_user(run, run.user(user), tuple(stages) or None, purge, force))
+    final = current_task_run.run_count > run.wave.spec.options.retries
+    return asdict(rollback_user(run, run.user(user), tuple(stages) or None, purge, force, final_attempt=final))
 
 
 @flow(name="rollback", flow_run_name="rollback {wave_id}", persist_result=False)
@@ -60,7 +73,11 @@ def rollback_flow(
         if (not users or u.key in users) and (not municipality or u.muni == municipality)
     ]
     try:
-        futures = roll_back_user.map(wave_id, keys, unmapped(list(stages or [])), purge, force) if keys else []
+        opts = run.wave.spec.options
+        undo = roll_back_user.with_options(
+            retries=opts.retries, retry_delay_seconds=exponential_backoff(opts.retry_delay)
+        )
+        futures = undo.map(wave_id, keys, unmapped(list(stages or [])), purge, force) if keys else []
         wait(futures)
         reports = [f.result() for f in futures]
         create_markdown_artifact(

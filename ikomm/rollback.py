@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ikomm.connectors.devices import settings
-from ikomm.errors import IkommError
+from ikomm.errors import IkommError, TransientError
 from ikomm.migration import WaveRun, _ldap_for, _undo_one, set_state
 from ikomm.snapshot import differences, take
 from ikomm.waves import WaveUser
@@ -66,12 +66,25 @@ def drift(run: WaveRun, kind: str, system: str, undo: dict[str, Any]) -> str | N
 
 
 def rollback_user(
-    run: WaveRun, wu: WaveUser, stages: tuple[str, ...] | None = None, purge: bool = False, force: bool = False
+    run: WaveRun,
+    wu: WaveUser,
+    stages: tuple[str, ...] | None = None,
+    purge: bool = False,
+    force: bool = False,
+    final_attempt: bool = True,
 ) -> UserRollback:
-    """Undo the user's changes (of the given stages, or all), newest first; state rolled_back when all are undone."""
+    """Undo the user's changes (of the given stages, or all), newest first; state rolled_back when all are undone.
+
+    A TransientError on a non-final attempt is raised as it is, for the caller to retry: what was
+    undone is marked in the ledger, and an undo done but not yet marked is recognised (ALREADY).
+    On the final attempt it is reported as a problem, like any other error.
+    """
     report = UserRollback(wu.key)
     changes = run.ledger.changes(wu.key, stages)
     if not changes:
+        row = run.ledger.user(wu.key)
+        if row is not None and row.state == "running" and row.stage == "rollback":
+            _finish(run, wu, report, stages)  # killed after its last undo, before it said so
         return report
     set_state(run, wu, "running", "rollback", f"rolling back {len(changes)} change(s)")
     if not stages or "cutover" in stages:
@@ -80,6 +93,7 @@ def rollback_user(
             if ended:
                 report.undone.append(f"logged off {len(ended)} platform session(s)")
         except IkommError as exc:
+            _unless_retrying(exc, final_attempt)
             report.problems.append(f"log off platform sessions: {exc}")
     for ch in changes:
         try:
@@ -90,22 +104,33 @@ def rollback_user(
             if why != ALREADY:
                 _undo_one(run, wu, ch.kind, ch.system, ch.undo, purge)
         except IkommError as exc:
+            _unless_retrying(exc, final_attempt)
             report.problems.append(f"{ch.kind} {ch.target}: {exc}")
             continue
         run.ledger.mark_undone(ch.id)
         report.undone.append(f"{ch.kind} {ch.target}")
         if ch.kind == "copy-tree":
             report.quarantined.append(f"{ch.undo['server']}:{ch.undo['root']} -> .quarantine/{run.wave.id}/")
-    left = run.ledger.changes(wu.key)
+    _finish(run, wu, report, stages)
+    return report
+
+
+def _unless_retrying(exc: IkommError, final_attempt: bool) -> None:
+    """Raise a transient fault again while there are retries left."""
+    if isinstance(exc, TransientError) and not final_attempt:
+        raise exc
+
+
+def _finish(run: WaveRun, wu: WaveUser, report: UserRollback, stages: tuple[str, ...] | None) -> None:
+    """The user's state once the rollback has done what it could."""
     if report.problems or report.conflicts:
         set_state(
             run, wu, "failed", "rollback", "rollback incomplete: " + "; ".join(report.problems + report.conflicts)
         )
-    elif not left:
+    elif not run.ledger.changes(wu.key):
         set_state(run, wu, "rolled_back", "done", f"rolled back ({len(report.undone)} change(s) undone)")
     else:
         set_state(run, wu, "rolled_back", "+".join(stages or ()), f"stage(s) {', '.join(stages or ())} rolled back")
-    return report
 
 
 STAGE_PARTS = {

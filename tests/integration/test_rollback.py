@@ -69,6 +69,10 @@ def test_rollback_killed_halfway_finishes_on_rerun(env: Env, lab_inventory: Inve
     assert env.ikomm("rollback", "wave", "halv", "--purge", inventory=inv.root).returncode == 0
     assert env.ikomm("rollback", "wave", "halv", "--purge", inventory=inv.root).returncode == 0
     assert "nothing to undo" in output(env)
+    # the narrowest window, made certain: killed after a user's last undo, before its state changed
+    key = next(u.key for u in ledger.users("halv") if u.state == "rolled_back")
+    ledger.set_user(key, "running", "rollback", "rolling back 9 change(s)")
+    assert env.ikomm("rollback", "user", key, inventory=inv.root).returncode == 0
     assert {u.state for u in ledger.users("halv")} <= {"rolled_back", "held"}
     assert verify(env, inv, "halv")["differences"] == {}
     made = Connectors(inv)
