@@ -1,8 +1,10 @@
 """The floor for the wave benchmark: the same stages, connectors and concurrency, without ledger or Prefect.
 
-`python -m bench.floor WAVE_FILE STATE_DIR`: every user of the wave through prepare then cutover on a
+`python -m bench.floor WAVE_FILE STATE_DIR`: every user of the wave through the same stages on a
 thread pool of the wave's concurrency, with the same per-system limits (in-process semaphores), and
-a ledger that records nothing.
+a ledger that records nothing. The same shape as the wave: all prepared, then all cut over, when the
+wave needs an approval; each user straight through when it does not. The same reads too: the
+snapshot the rollback proof needs is taken (and dropped).
 """
 
 from __future__ import annotations
@@ -36,8 +38,11 @@ class NullLedger:
     def change_status(self, *args: Any) -> str:
         return "planned"
 
-    def snapshot(self, *args: Any) -> dict[str, Any]:
-        return {}  # no rollback proof in the floor
+    def snapshot(self, *args: Any) -> None:
+        return None  # so the snapshot's reads are made, as in the wave
+
+    def save_snapshot(self, *args: Any) -> None:
+        pass
 
 
 def main() -> None:
@@ -49,7 +54,10 @@ def main() -> None:
 
     def one(wu: WaveUser, phase: str) -> str:
         try:
-            (prepare if phase == "prepare" else cutover)(run, wu)
+            if phase != "cutover":
+                prepare(run, wu)
+            if phase != "prepare":
+                cutover(run, wu)
             return "ok"
         except HeldError:
             return "held"
@@ -57,11 +65,14 @@ def main() -> None:
             return "failed"
 
     with ThreadPoolExecutor(wave.spec.options.concurrency) as pool:
-        results = list(pool.map(lambda u: one(u, "prepare"), wave.users))
-        prepared = [wu for wu, r in zip(wave.users, results, strict=True) if r == "ok"]
-        for r in pool.map(lambda u: one(u, "cutover"), prepared):
-            outcome[r] = outcome.get(r, 0) + 1
-    outcome["held"] = outcome.get("held", 0) + len(wave.users) - len(prepared)
+        if wave.spec.options.approval_required:
+            results = list(pool.map(lambda u: one(u, "prepare"), wave.users))
+            prepared = [wu for wu, r in zip(wave.users, results, strict=True) if r == "ok"]
+            results = [*pool.map(lambda u: one(u, "cutover"), prepared), *(r for r in results if r != "ok")]
+        else:
+            results = list(pool.map(lambda u: one(u, "migrate"), wave.users))
+    for r in results:
+        outcome[r] = outcome.get(r, 0) + 1
     print(outcome)
     run.c.close()
 

@@ -3,7 +3,10 @@
 One flow run named after the wave (tagged with wave and municipalities) holds two nested flow runs,
 `<wave> · prepare` and `<wave> · cutover`, each with one task run per user named after the user, so
 no flow run holds more than one task run per user (2,500 for the whole platform, far below the size
-at which Prefect drops records). The ledger, not the UI's counts, is the source of truth.
+at which Prefect drops records). When the gate is open before the wave starts (no approval required,
+`--auto-approve`, or approved on an earlier run), there is nothing to wait for between the phases:
+one nested flow run `<wave> · migrate` takes each user through both in one task run. The ledger,
+not the UI's counts, is the source of truth.
 """
 
 from __future__ import annotations
@@ -110,13 +113,15 @@ def _phase_flow(phase: str) -> Any:
 
 prepare_flow = _phase_flow("prepare")
 cutover_flow = _phase_flow("cutover")
+migrate_flow = _phase_flow("migrate")
 
 
 @flow(name="wave", flow_run_name="{wave_id}", persist_result=False)
 def wave_flow(
     wave_id: str, wave_file: str, inventory: str, state_dir: str, ledger_url: str, auto_approve: bool = False
 ) -> dict[str, Any]:
-    """Move the wave's users: prepare all, approval gate, cutover all, summary."""
+    """Move the wave's users: prepare all, approval gate, cutover all (or all straight through when the
+    gate is open already), summary."""
     logger = get_run_logger()
     inv = load_inventory(Path(inventory))
     wave = load_wave(Path(wave_file), inv)
@@ -134,23 +139,29 @@ def wave_flow(
             ledger.set_wave(wave.id, "done", "nothing to do: every user is in a final state", ended=True)
             logger.info("wave %s: nothing to do, every user is in a final state", wave.id)
             return {"state": "done", "changed": False}
-        to_prepare = [r.key for r in ledger.users(wave.id) if r.state not in FINAL and r.stage != "prepared"]
-        if to_prepare:
+        answer = _answered(run, ledger, auto_approve)
+        if answer:  # the gate is open already: each user straight through, no wait for the slowest
             with leased(run.limits()) as sizes:
                 run.gate = LocalGate(sizes)
-                prepare_flow.with_options(task_runner=runner)(wave.id, to_prepare)
-        progress.update()
+                migrate_flow.with_options(task_runner=runner)(wave.id, open_keys)
+        else:
+            to_prepare = [r.key for r in ledger.users(wave.id) if r.state not in FINAL and r.stage != "prepared"]
+            if to_prepare:
+                with leased(run.limits()) as sizes:
+                    run.gate = LocalGate(sizes)
+                    prepare_flow.with_options(task_runner=runner)(wave.id, to_prepare)
+            progress.update()
+            if run.budget.tripped:
+                return _stop(run, _over_budget(run))
+            ready = [r.key for r in ledger.users(wave.id) if r.state not in FINAL and r.stage == "prepared"]
+            if ready and not (_ask(run, ledger) if answer is None else answer):
+                return _stop(run, "cutover not approved")
+            if ready:
+                with leased(run.limits()) as sizes:
+                    run.gate = LocalGate(sizes)
+                    cutover_flow.with_options(task_runner=runner)(wave.id, ready)
         if run.budget.tripped:
-            return _stop(run, f"failure budget exceeded: {run.budget.failed} of {run.budget.started} users failed")
-        ready = [r.key for r in ledger.users(wave.id) if r.state not in FINAL and r.stage == "prepared"]
-        if ready and not _approved(run, ledger, auto_approve):
-            return _stop(run, "cutover not approved")
-        if ready:
-            with leased(run.limits()) as sizes:
-                run.gate = LocalGate(sizes)
-                cutover_flow.with_options(task_runner=runner)(wave.id, ready)
-        if run.budget.tripped:
-            return _stop(run, f"failure budget exceeded: {run.budget.failed} of {run.budget.started} users failed")
+            return _stop(run, _over_budget(run))
         pending = sum(1 for r in ledger.users(wave.id) if r.state not in FINAL)
         final_state = "done" if pending == 0 else "stopped"
         ledger.set_wave(wave.id, final_state, f"{pending} user(s) not in a final state", ended=True)
@@ -167,6 +178,10 @@ def wave_flow(
         run.c.close()
 
 
+def _over_budget(run: WaveRun) -> str:
+    return f"failure budget exceeded: {run.budget.failed} of {run.budget.started} users failed"
+
+
 def _stop(run: WaveRun, why: str) -> dict[str, Any]:
     run.ledger.set_wave(run.wave.id, "stopped", why, ended=True)
     get_run_logger().warning(
@@ -175,8 +190,8 @@ def _stop(run: WaveRun, why: str) -> dict[str, Any]:
     return {"state": "stopped", "reason": why, "changed": True}
 
 
-def _approved(run: WaveRun, ledger: Ledger, auto_approve: bool) -> bool:
-    """The gate: approved before (ledger), automatic, not required, or the lead answers now."""
+def _answered(run: WaveRun, ledger: Ledger, auto_approve: bool) -> bool | None:
+    """The gate's answer if known without asking: given before (ledger), automatic, or not required."""
     wave = ledger.wave(run.wave.id) or {}
     if wave.get("approval"):
         return bool(wave["approval"].get("approved"))
@@ -185,6 +200,11 @@ def _approved(run: WaveRun, ledger: Ledger, auto_approve: bool) -> bool:
             run.wave.id, {"approved": True, "approver": "auto" if auto_approve else "not required", "comment": ""}
         )
         return True
+    return None
+
+
+def _ask(run: WaveRun, ledger: Ledger) -> bool:
+    """Pause for the lead's answer (UI or `ikomm wave approve`) and record it."""
     ledger.set_wave(run.wave.id, "awaiting-approval", "cutover waits for the lead: ikomm wave approve " + run.wave.id)
     answer = pause_flow_run(
         wait_for_input=Approval.with_initial_data(approved=False, approver="", comment=""),

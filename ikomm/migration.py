@@ -718,23 +718,32 @@ def _undo_one(run: WaveRun, wu: WaveUser, kind: str, system: str, undo: dict[str
 # --- one user, start to end ---------------------------------------------------------------------
 
 
-def run_user(run: WaveRun, wu: WaveUser, phase: str, final_attempt: bool = True) -> str:
-    """Move one user through a phase ('prepare' or 'cutover'); undo and record the failure when it is final.
+PHASES = ("prepare", "cutover", "migrate")
 
-    A TransientError on a non-final attempt is raised as it is, for the caller to retry; the stages
-    are idempotent, so the retry starts the phase again.
+
+def run_user(run: WaveRun, wu: WaveUser, phase: str, final_attempt: bool = True) -> str:
+    """Move one user through a phase, undo and record the failure when it is final.
+
+    Phases: 'prepare' (up to the approval gate), 'cutover' (after it), or 'migrate' (both, for a
+    wave whose gate is already open: no approval required, or given). A TransientError on a
+    non-final attempt is raised as it is, for the caller to retry; the stages are idempotent, so the
+    retry starts the phase again.
     """
+    if phase not in PHASES:
+        raise ValueError(f"unknown phase {phase!r}")
     row = run.ledger.user(wu.key)
     if row is not None and row.state in FINAL:
         return row.state
-    if phase == "prepare" and row is not None and row.stage == "prepared":
+    prepared = row is not None and row.stage == "prepared"
+    if phase == "prepare" and prepared:
         return "prepared"
-    if phase == "prepare" and (row is None or row.state == "pending") and not run.budget.start():
+    if phase != "cutover" and (row is None or row.state == "pending") and not run.budget.start():
         return "not started"  # the failure budget has tripped: leave the user pending
     try:
-        if phase == "prepare":
+        if phase != "cutover" and not prepared:
             prepare(run, wu)
-            return "prepared"
+            if phase == "prepare":
+                return "prepared"
         cutover(run, wu)
         return "verified"
     except TransientError as exc:

@@ -1,4 +1,5 @@
-"""The one task per user and phase: named after the user, so the helpdesk finds them in the UI."""
+"""The one task per user and phase (prepare, cutover, or migrate: both): named after the user, so the helpdesk
+finds them in the UI."""
 
 from __future__ import annotations
 
