@@ -13,9 +13,7 @@ from typing import Any, cast
 
 from prefect import flow, tags, task, unmapped
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, wait
-from prefect.runtime import task_run as current_task_run
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
@@ -24,26 +22,17 @@ from ikomm.ledger import Ledger
 from ikomm.migration import WaveRun
 from ikomm.rollback import UserRollback, rollback_user
 from ikomm.waves import load_wave
-from tasks.user import RETRIES, only_transient
+from tasks.user import PER_USER, last_attempt
 
 RUNS: dict[str, WaveRun] = {}
 
 
-@task(
-    name="roll-back-user",
-    task_run_name="{user} · rollback",
-    retries=RETRIES,
-    retry_delay_seconds=exponential_backoff(backoff_factor=2),
-    retry_jitter_factor=0.5,
-    retry_condition_fn=only_transient,
-    cache_policy=NO_CACHE,
-    persist_result=False,
-)
+@task(name="roll-back-user", task_run_name="{user} · rollback", **PER_USER)
 def roll_back_user(wave_id: str, user: str, stages: list[str], purge: bool, force: bool) -> dict[str, Any]:
     """Undo one user's changes (all, or of the given stages); a transient fault is retried like the wave's."""
     run = RUNS[wave_id]
-    final = current_task_run.run_count > run.wave.spec.options.retries
-    return asdict(rollback_user(run, run.user(user), tuple(stages) or None, purge, force, final_attempt=final))
+    report = rollback_user(run, run.user(user), tuple(stages) or None, purge, force, final_attempt=last_attempt(run))
+    return asdict(report)
 
 
 @flow(name="rollback", flow_run_name="rollback {wave_id}", persist_result=False)

@@ -28,18 +28,25 @@ def only_transient(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
-@task(
-    name="move-user",
-    task_run_name="{user} · {phase}",
-    retries=RETRIES,
-    retry_delay_seconds=exponential_backoff(backoff_factor=2),
-    retry_jitter_factor=0.5,
-    retry_condition_fn=only_transient,
-    cache_policy=NO_CACHE,
-    persist_result=False,
-)
+# How every per-user task runs (the wave's move_user, the rollback's roll_back_user): transient faults
+# retried with exponential backoff and jitter, anything else fails at once; nothing cached or stored.
+PER_USER: dict[str, Any] = {
+    "retries": RETRIES,
+    "retry_delay_seconds": exponential_backoff(backoff_factor=2),
+    "retry_jitter_factor": 0.5,
+    "retry_condition_fn": only_transient,
+    "cache_policy": NO_CACHE,
+    "persist_result": False,
+}
+
+
+def last_attempt(run: WaveRun) -> bool:
+    """Whether the running task run is on its last attempt (the wave's retries are spent)."""
+    return bool(current_task_run.run_count > run.wave.spec.options.retries)
+
+
+@task(name="move-user", task_run_name="{user} · {phase}", **PER_USER)
 def move_user(wave_id: str, user: str, phase: str) -> str:
     """Move one user through a phase; the last failed attempt undoes the user's changes."""
     run = RUNS[wave_id]
-    final = current_task_run.run_count > run.wave.spec.options.retries
-    return run_user(run, run.user(user), phase, final_attempt=final)
+    return run_user(run, run.user(user), phase, final_attempt=last_attempt(run))
