@@ -54,6 +54,9 @@ class Progress:
 
     def __init__(self, run: WaveRun, total: int) -> None:
         self.run, self.total = run, max(total, 1)
+        # every user's (state, stage), kept from the state changes as they happen, so an update need
+        # not read the whole wave from the ledger (at 2,500 users that was 2 % of the wave's CPU)
+        self.users = {r.key: (r.state, r.stage) for r in run.ledger.users(run.wave.id)}
         self.key = f"wave-{run.wave.id}-progress".lower()
         artifact = create_progress_artifact(0.0, key=self.key, description=f"Wave {run.wave.id}")
         assert isinstance(artifact, UUID)
@@ -63,18 +66,18 @@ class Progress:
         self.last_table = 0.0
 
     def __call__(self, key: str, state: str, stage: str) -> None:
-        if state not in FINAL and stage != "prepared":
-            return
         now = time.monotonic()
         with self.lock:
-            if now - self.last < 2.0:
+            self.users[key] = (state, stage)
+            if (state not in FINAL and stage != "prepared") or now - self.last < 2.0:
                 return
             self.last = now
         self.update()
 
     def update(self) -> None:
-        rows = self.run.ledger.users(self.run.wave.id)
-        done = sum(1 for r in rows if r.state in FINAL) + sum(0.5 for r in rows if r.stage == "prepared")
+        with self.lock:
+            states = list(self.users.values())
+        done = sum(1.0 if state in FINAL else 0.5 if stage == "prepared" else 0.0 for state, stage in states)
         update_progress_artifact(self.artifact, min(100.0, 100.0 * done / self.total))
         if time.monotonic() - self.last_table >= 10.0:  # the table is a new version each time: less often
             self.last_table = time.monotonic()
