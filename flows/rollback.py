@@ -15,14 +15,13 @@ from prefect import flow, tags, task, unmapped
 from prefect.artifacts import create_markdown_artifact
 from prefect.futures import PrefectFuture, wait
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
-from prefect.tasks import exponential_backoff
 
 from ikomm.inventory import load_inventory
 from ikomm.ledger import Ledger
 from ikomm.migration import WaveRun
 from ikomm.rollback import UserRollback, rollback_user
 from ikomm.waves import load_wave
-from tasks.user import PER_USER, last_attempt
+from tasks.user import PER_USER, last_attempt, with_wave_retries
 
 RUNS: dict[str, WaveRun] = {}
 
@@ -62,11 +61,11 @@ def rollback_flow(
         if (not users or u.key in users) and (not municipality or u.muni == municipality)
     ]
     try:
-        opts = run.wave.spec.options
-        undo = roll_back_user.with_options(
-            retries=opts.retries, retry_delay_seconds=exponential_backoff(opts.retry_delay)
+        futures = (
+            with_wave_retries(roll_back_user, run).map(wave_id, keys, unmapped(list(stages or [])), purge, force)
+            if keys
+            else []
         )
-        futures = undo.map(wave_id, keys, unmapped(list(stages or [])), purge, force) if keys else []
         wait(futures)
         reports = [f.result() for f in futures]
         create_markdown_artifact(

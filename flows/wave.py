@@ -28,7 +28,6 @@ from prefect.flow_runs import pause_flow_run
 from prefect.futures import wait
 from prefect.input import RunInput
 from prefect.task_runners import ThreadPoolTaskRunner
-from prefect.tasks import exponential_backoff
 
 from flows.limits import leased
 from ikomm.inventory import load_inventory
@@ -36,7 +35,7 @@ from ikomm.ledger import FINAL, Ledger
 from ikomm.migration import LocalGate, WaveRun
 from ikomm.report import summary_markdown, table_rows
 from ikomm.waves import load_wave
-from tasks.user import RUNS, move_user
+from tasks.user import RUNS, move_user, with_wave_retries
 
 APPROVAL_TIMEOUT = 7 * 24 * 3600
 
@@ -94,9 +93,7 @@ def users_table(run: WaveRun) -> None:
 
 
 def _phase(run: WaveRun, phase: str, keys: list[str]) -> dict[str, int]:
-    opts = run.wave.spec.options
-    mover = move_user.with_options(retries=opts.retries, retry_delay_seconds=exponential_backoff(opts.retry_delay))
-    futures = mover.map(run.wave.id, keys, phase)
+    futures = with_wave_retries(move_user, run).map(run.wave.id, keys, phase)
     wait(futures)
     outcome: dict[str, int] = {}
     for f in futures:

@@ -3,15 +3,18 @@ finds them in the UI."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import task_run as current_task_run
-from prefect.tasks import exponential_backoff
+from prefect.tasks import Task, exponential_backoff
 
 from ikomm.errors import TransientError
 from ikomm.migration import WaveRun, run_user
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 RUNS: dict[str, WaveRun] = {}  # the wave runs of this process, by wave id (tasks take ids, not objects)
 RETRIES = 3  # the default; a wave's options.retries and options.retry_delay override it
@@ -38,6 +41,12 @@ PER_USER: dict[str, Any] = {
     "cache_policy": NO_CACHE,
     "persist_result": False,
 }
+
+
+def with_wave_retries(per_user: Task[P, R], run: WaveRun) -> Task[P, R]:
+    """The per-user task with the wave file's retries and first retry delay."""
+    opts = run.wave.spec.options
+    return per_user.with_options(retries=opts.retries, retry_delay_seconds=exponential_backoff(opts.retry_delay))
 
 
 def last_attempt(run: WaveRun) -> bool:
