@@ -108,6 +108,11 @@ class CredentialFile:
                     self._cache = {row[0]: row for row in csv.reader(fh) if row and row[0] != "user"}
         return self._cache
 
+    def keys(self) -> list[str]:
+        """The users (municipality/legacy_id) the file holds a password for."""
+        with self._lock:
+            return sorted(self._rows())
+
     def get(self, key: str) -> str | None:
         with self._lock:
             row = self._rows().get(key)
@@ -481,9 +486,13 @@ def stage_files(run: WaveRun, wu: WaveUser, dn: str) -> int:
             report = copy_tree(source, src_root, target, dst_root, owner)
             run.ledger.confirm(change)
             moved += report.copied
-            if report.failed:
+            if report.failed:  # in the user's history too: the helpdesk sees what was left behind, by name
                 listed = "; ".join(f"{p}: {why}" for p, why in sorted(report.failed.items())[:5])
-                log.warning("%s: %s: %d item(s) not copied: %s", wu.key, kind, len(report.failed), listed)
+                more = f" (and {len(report.failed) - 5} more)" if len(report.failed) > 5 else ""
+                set_state(run, wu, "running", "files", f"{kind}: {len(report.failed)} not copied: {listed}{more}")
+            if report.replaced:
+                replaced = ", ".join(report.replaced[:5])
+                set_state(run, wu, "running", "files", f"{kind}: platform-side links replaced by folders: {replaced}")
     return moved
 
 
@@ -564,7 +573,7 @@ def stage_cutover(run: WaveRun, wu: WaveUser) -> None:
                     "devices",
                     "device-config",
                     wu.user.device,
-                    {"device": wu.user.device, "before": before},
+                    {"device": wu.user.device, "before": before, "previous": devices.backup(wu.user.device)},
                 )
                 written = devices.update(wu.user.device, wanted)
                 run.ledger.confirm(change, {"after": written.after})
@@ -716,7 +725,7 @@ def _undo_one(run: WaveRun, wu: WaveUser, kind: str, system: str, undo: dict[str
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
             server.rename(root, f"{os.path.dirname(root)}/.quarantine/{run.wave.id}/{os.path.basename(root)}-{stamp}")
     elif kind == "device-config":
-        run.c.devices().restore(undo["device"], undo["before"])
+        run.c.devices().restore(undo["device"], undo["before"], undo.get("previous"))
     elif kind == "broker-add":
         run.c.broker().remove_user(undo["collection"], undo["user"])
     # set-password: nothing to restore (the account is disabled or removed with create-account)

@@ -75,6 +75,7 @@ def take(run: WaveRun, wu: WaveUser, legacy_state: EntryState | None = None) -> 
         "legacy": _entry(legacy_state),
         "platform": sorted((_entry(p) for p in platform if p is not None), key=lambda e: str(e and e["dn"])),
         "device": run.c.devices().read(wu.user.device) if wu.user.device else None,
+        "device_backup": run.c.devices().backup(wu.user.device) if wu.user.device else None,
         "broker": run.broker_lists(wu),
         "folders": {f: files.exists(f) for f in folders},
     }
@@ -83,7 +84,7 @@ def take(run: WaveRun, wu: WaveUser, legacy_state: EntryState | None = None) -> 
 def differences(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
     """Every difference between two snapshots of one user, in words."""
     out: list[str] = []
-    for part in ("device", "broker", "folders"):
+    for part in ("device", "device_backup", "broker", "folders"):
         if before.get(part) != now.get(part):
             out.append(f"{part}: was {before.get(part)!r}, is {now.get(part)!r}")
     out += _entry_diff("legacy", before.get("legacy"), now.get("legacy"))

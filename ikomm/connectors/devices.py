@@ -1,8 +1,10 @@
 """The thin-client config host: one `key=value` file per device, read and written atomically over SFTP.
 
 A write goes to a temporary file that a POSIX rename puts in place, so a device never reads half a
-config; the version it replaces is kept beside it as `<device>.conf.previous` for undo. Writing the
-config that is already there writes nothing.
+config; the version it replaces is kept beside it as `<device>.conf.previous` (for an operator's
+eye). Writing the config that is already there writes nothing. `restore` puts back both the config
+and the `.previous` file as they were (or removes them if they were not there), so an undo leaves
+the config host exactly as before.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ def settings(text: str) -> dict[str, str]:
 def with_settings(text: str, changes: Mapping[str, str]) -> str:
     """text with the named keys set (in place where they are, appended where not); comments kept."""
     for key, value in changes.items():
-        if "\n" in value or "\n" in key or "=" in key:
+        # "x" on both ends: a line break anywhere, even last, splits the text in more than one line
+        if len(f"x{key}x".splitlines()) != 1 or len(f"x{value}x".splitlines()) != 1 or "=" in key:
             raise InvalidInputError(f"device setting {key!r}: keys and values are single lines without '=' in keys")
     lines, seen = [], set()
     for line in text.splitlines():
@@ -70,6 +73,10 @@ class DeviceConfigs:
         """The device's config text, or None if it has none."""
         return self.server.read_text(self.path(device_id))
 
+    def backup(self, device_id: str) -> str | None:
+        """The device's `.previous` file, or None if it has none (recorded so an undo can put it back)."""
+        return self.server.read_text(self.path(device_id) + ".previous")
+
     def write(self, device_id: str, text: str) -> ConfigChange:
         """Put text in place atomically, keeping the replaced version as .previous; equal text writes nothing."""
         path = self.path(device_id)
@@ -88,10 +95,16 @@ class DeviceConfigs:
             raise InvalidInputError(f"device {device_id}: no config on {self.server.host}")
         return self.write(device_id, with_settings(before, changes))
 
-    def restore(self, device_id: str, text: str | None) -> ConfigChange:
-        """Undo: put text back (a device that had no config has it removed)."""
-        if text is not None:
-            return self.write(device_id, text)
-        before = self.read(device_id)
-        self.server.remove(self.path(device_id))
-        return ConfigChange(device_id, before is not None, before, "")
+    def restore(self, device_id: str, text: str | None, backup: str | None = None) -> ConfigChange:
+        """Undo: put text back (None: remove the config), and the `.previous` file as backup says (None: none)."""
+        path = self.path(device_id)
+        before = self.server.read_text(path)
+        if text is None:
+            self.server.remove(path)
+        elif before != text:
+            self.server.write_atomic(path, text.encode("utf-8"))
+        if backup is None:
+            self.server.remove(path + ".previous")
+        elif self.server.read_text(path + ".previous") != backup:
+            self.server.write_atomic(path + ".previous", backup.encode("utf-8"))
+        return ConfigChange(device_id, before != text, before, text or "")

@@ -3,9 +3,21 @@
 Host keys come from the inventory's known_hosts and are checked with RejectPolicy, always; only
 key authentication is tried. A copy streams each file in chunks (bounded memory), writes it under a
 temporary name and renames it into place, then sets mode, owner and modification time, so a copy
-interrupted anywhere resumes by skipping what is already complete. Nothing leaves the user's root:
-names are taken from listings one level at a time, symlinks are never followed, and one pointing
-outside the root is refused and reported.
+interrupted anywhere resumes by skipping what is already complete.
+
+Nothing leaves the user's folder, on either side:
+- source: names come from listings one level at a time and links are never followed while walking.
+  A symlink is kept only if the source server resolves it (through every link in between) to a path
+  inside the user's real folder (a link to a name that does not exist yet counts if that name would
+  be inside); it is then recreated with that resolved path, relative, as its text, so no chain of
+  links survives the copy. A link leaving the folder, one the server cannot resolve (a loop), or a
+  user folder that is itself a link, is refused and reported by name.
+- target: every folder below the user's target folder is checked with lstat before anything is
+  written into it; a symlink found where a folder belongs is replaced by a real folder (only the
+  link is removed), never written through. Files are written to a fresh `name.ikomm-part` opened
+  with O_EXCL (a planted link there is removed first, never followed), given mode, owner and mtime
+  while still under that name, and only then renamed into place. A target folder that is a link is
+  refused outright.
 """
 
 from __future__ import annotations
@@ -24,7 +36,7 @@ from typing import Any
 
 import paramiko
 
-from ikomm.errors import FatalError, IkommError, InvalidInputError, TransientError
+from ikomm.errors import ConflictError, FatalError, IkommError, InvalidInputError, TransientError
 
 CHUNK = 32 * 1024  # paramiko's largest SFTP read
 BATCH = 16  # reads in flight per file
@@ -60,6 +72,7 @@ class Manifest:
     folders: set[str] = field(default_factory=set)
     links: dict[str, str] = field(default_factory=dict)
     refused: dict[str, str] = field(default_factory=dict)
+    real_root: str = ""
 
     @property
     def bytes(self) -> int:
@@ -91,6 +104,7 @@ class CopyReport:
     bytes: int = 0
     failed: dict[str, str] = field(default_factory=dict)
     written: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)  # target symlinks replaced by the folder the source has
 
 
 @dataclass(frozen=True)
@@ -219,13 +233,20 @@ class FileServer:
                 return None
 
     def manifest(self, root: str, hashes: bool = True, skip: Callable[[str, bool], bool] = is_junk) -> Manifest:
-        """Walk root without following symlinks: every file's size, mtime (and sha256), folders, links."""
+        """Walk root without following symlinks: every file's size, mtime (and sha256), folders, links.
+
+        A link is kept (with its resolved path, relative, as text) only when the server resolves it
+        inside root; every other link is in `refused` with the reason. Root itself must be a folder.
+        """
         manifest = Manifest(root)
         with self.session() as sftp:
             try:
-                sftp.lstat(root)
+                top = sftp.lstat(root)
             except FileNotFoundError:
                 raise InvalidInputError(f"{self.host}:{root}: no such folder") from None
+            if stat.S_ISLNK(top.st_mode or 0) or not stat.S_ISDIR(top.st_mode or 0):
+                raise ConflictError(f"{self.host}:{root}: is a symlink or not a folder; refusing to read or write it")
+            manifest.real_root = sftp.normalize(root)
             pending = [""]
             while pending:
                 rel_dir = pending.pop()
@@ -238,11 +259,11 @@ class FileServer:
                         manifest.folders.add(rel)
                         pending.append(rel)
                     elif stat.S_ISLNK(mode):
-                        target = sftp.readlink(posixpath.join(root, rel)) or ""
-                        if inside(rel_dir, target) is None:
-                            manifest.refused[rel] = f"symlink to {target!r} points outside the user's folder"
+                        text, why = _kept_link(sftp, manifest.real_root, root, rel)
+                        if why:
+                            manifest.refused[rel] = why
                         else:
-                            manifest.links[rel] = target
+                            manifest.links[rel] = text
                     elif stat.S_ISREG(mode):
                         digest = _sha256(sftp, posixpath.join(root, rel), attr.st_size or 0) if hashes else ""
                         manifest.files[rel] = FileEntry(attr.st_size or 0, int(attr.st_mtime or 0), digest)
@@ -256,7 +277,7 @@ class FileServer:
         """Write data to path through a temporary file and a POSIX rename: readers see old or new, never half."""
         tmp = path + PART
         with self.session() as sftp:
-            with sftp.open(tmp, "wb") as fh:
+            with _open_fresh(sftp, tmp) as fh:
                 fh.write(data)
             sftp.chmod(tmp, mode)
             sftp.posix_rename(tmp, path)
@@ -289,27 +310,53 @@ def copy_tree(
 ) -> CopyReport:
     """Copy src_root on source to dst_root on target, moving only files whose size or mtime differ.
 
-    Streams each file in bounded batches to a temporary name, renames it into place, then sets mode,
-    owner and mtime, so an interrupted copy resumes where it stopped. Junk is skipped; links that stay
-    inside the root are recreated as links, others refused; every file not copied is reported.
+    Streams each file in bounded batches to a temporary name, sets mode, owner and mtime, renames it
+    into place, so an interrupted copy resumes where it stopped. Junk is skipped; links the source
+    resolves inside the root are recreated, others refused; nothing is written through a link on the
+    target (module docstring); every entry not copied is reported by name.
     """
     listing = source.manifest(src_root, hashes=False)
     report = CopyReport(listing)
     report.failed.update(listing.refused)
     existing = target.manifest(dst_root, hashes=False).files if target.exists(dst_root) else {}
+    blocked: set[str] = set()  # folders not written into (and everything below them)
+
+    def under_blocked(rel: str) -> bool:
+        parent = posixpath.dirname(rel)
+        return any(parent == b or parent.startswith(b + "/") for b in blocked)
+
     with source.session() as src, target.session() as dst:
-        _makedirs(dst, dst_root, dir_mode, owner)
+        _makedirs(dst, posixpath.dirname(dst_root), 0o755)
+        if _ensure_folder(dst, dst_root, dir_mode, owner) == "symlink":
+            raise ConflictError(f"{target.host}:{dst_root}: is a symlink; refusing to write through it")
         for folder in sorted(listing.folders):
-            _makedirs(dst, posixpath.join(dst_root, folder), dir_mode, owner)
+            if under_blocked(folder):
+                continue
+            outcome = _ensure_folder(dst, posixpath.join(dst_root, folder), dir_mode, owner)
+            if outcome == "symlink":
+                report.replaced.append(folder)
+            elif outcome == "other":
+                report.failed[folder] = "the platform side has a file where the source has a folder; not written"
+                blocked.add(folder)
+        real_folders: set[str] = set()
         for rel, entry in sorted(listing.files.items()):
+            if under_blocked(rel):
+                continue
+            folder = posixpath.dirname(rel)
+            if folder not in real_folders:  # swapped for a link since the listing? then do not read through it
+                real = posixpath.join(listing.real_root, folder).rstrip("/")
+                if src.normalize(posixpath.join(src_root, folder)) != real:
+                    report.failed[folder] = "the source folder became a link during the copy; not read through"
+                    blocked.add(folder)
+                    continue
+                real_folders.add(folder)
             have = existing.get(rel)
             if have is not None and have.size == entry.size and have.mtime == entry.mtime:
                 report.unchanged += 1
                 continue
             try:
-                _stream(src, posixpath.join(src_root, rel), dst, posixpath.join(dst_root, rel), entry.size)
-                _finish(dst, posixpath.join(dst_root, rel), entry, file_mode, owner)
-            except (PermissionError, FileNotFoundError) as exc:  # this file only; a dead link raises others
+                _stream(src, posixpath.join(src_root, rel), dst, posixpath.join(dst_root, rel), entry, file_mode, owner)
+            except (PermissionError, FileNotFoundError, IsADirectoryError) as exc:  # this file only
                 report.failed[rel] = f"{type(exc).__name__}: {exc.strerror or exc}"
                 continue
             report.copied += 1
@@ -318,10 +365,17 @@ def copy_tree(
             if on_file:
                 on_file(rel, entry.size)
         for rel, link in sorted(listing.links.items()):
+            if under_blocked(rel):
+                continue
             path = posixpath.join(dst_root, rel)
             try:
-                dst.lstat(path)
+                st = dst.lstat(path)
             except FileNotFoundError:
+                st = None
+            if st is not None and stat.S_ISLNK(st.st_mode or 0) and dst.readlink(path) != link:
+                dst.remove(path)  # a link with other text: only the link goes, never what it points at
+                st = None
+            if st is None:
                 dst.symlink(link, path)
                 report.written.append(rel)
     return report
@@ -367,21 +421,72 @@ def _sha256(sftp: paramiko.SFTPClient, path: str, size: int) -> str:
     return digest.hexdigest()
 
 
-def _stream(src: paramiko.SFTPClient, src_path: str, dst: paramiko.SFTPClient, dst_path: str, size: int) -> None:
-    """Copy one file in bounded chunks to a temporary name, then rename it into place."""
+def _open_fresh(sftp: paramiko.SFTPClient, path: str) -> paramiko.SFTPFile:
+    """Open path for writing as a new file (O_EXCL): a link planted there is removed first, never followed."""
+    try:
+        st = sftp.lstat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None:
+        if stat.S_ISDIR(st.st_mode or 0):
+            raise IsADirectoryError(21, "a folder stands where the temporary file goes", path)
+        sftp.remove(path)
+    return sftp.open(path, "wxb")  # w: writable, x: O_CREAT|O_EXCL
+
+
+def _kept_link(sftp: paramiko.SFTPClient, real_root: str, root: str, rel: str) -> tuple[str, str]:
+    """(text to recreate the link with, "") if the server resolves it inside the root; else ("", why)."""
+    path = posixpath.join(root, rel)
+    text = sftp.readlink(path) or ""
+    if inside(posixpath.dirname(rel), text) is None:
+        return "", f"symlink to {text!r} points outside the user's folder"
+    try:
+        resolved = sftp.normalize(path)
+    except OSError:
+        return "", f"symlink to {text!r} cannot be resolved (it loops, or passes through a missing folder)"
+    if resolved != real_root and not resolved.startswith(real_root.rstrip("/") + "/"):
+        return "", f"symlink to {text!r} resolves outside the user's folder (through another link)"
+    return posixpath.relpath(resolved, posixpath.join(real_root, posixpath.dirname(rel))), ""
+
+
+def _stream(
+    src: paramiko.SFTPClient,
+    src_path: str,
+    dst: paramiko.SFTPClient,
+    dst_path: str,
+    entry: FileEntry,
+    mode: int,
+    owner: tuple[int, int] | None,
+) -> None:
+    """Copy one file in bounded chunks to a fresh temporary name, finish it there, then rename it into place."""
     tmp = dst_path + PART
-    with src.open(src_path, "rb") as fin, dst.open(tmp, "wb") as fout:
+    with src.open(src_path, "rb") as fin, _open_fresh(dst, tmp) as fout:
         fout.set_pipelined(True)
-        for chunk in _chunks(fin, size):
+        for chunk in _chunks(fin, entry.size):
             fout.write(chunk)
-    dst.posix_rename(tmp, dst_path)
+    dst.chmod(tmp, mode)
+    if owner is not None:
+        dst.chown(tmp, *owner)
+    dst.utime(tmp, (entry.mtime, entry.mtime))
+    dst.posix_rename(tmp, dst_path)  # replaces a link at dst_path itself; never writes through it
 
 
-def _finish(sftp: paramiko.SFTPClient, path: str, entry: FileEntry, mode: int, owner: tuple[int, int] | None) -> None:
-    sftp.chmod(path, mode)
+def _ensure_folder(sftp: paramiko.SFTPClient, path: str, mode: int, owner: tuple[int, int] | None) -> str:
+    """Make path a real folder without following links: 'folder', 'created', 'symlink' (replaced) or 'other'."""
+    try:
+        st = sftp.lstat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None:
+        if stat.S_ISDIR(st.st_mode or 0):
+            return "folder"
+        if not stat.S_ISLNK(st.st_mode or 0):
+            return "other"
+        sftp.remove(path)  # unlink the link itself; what it points at is not touched
+    sftp.mkdir(path, mode)
     if owner is not None:
         sftp.chown(path, *owner)
-    sftp.utime(path, (entry.mtime, entry.mtime))
+    return "symlink" if st is not None else "created"
 
 
 def _makedirs(sftp: paramiko.SFTPClient, path: str, mode: int, owner: tuple[int, int] | None = None) -> None:

@@ -249,6 +249,11 @@ def test_device_config_written_atomically_with_previous_kept(
     assert configs.update(device.device_id, {"rdp_server": "rds-kontor.plattform.ikomm.no"}).changed is False
     assert configs.restore(device.device_id, original).changed
     assert configs.read(device.device_id) == original
+    assert not (folder / f"{device.device_id}.conf.previous").exists()  # the undo leaves the host as it was
+    (folder / f"{device.device_id}.conf.previous").write_text("an operator's own backup\n", encoding="utf-8")
+    configs.update(device.device_id, {"rdp_server": "rds-kontor.plattform.ikomm.no"})
+    configs.restore(device.device_id, original, "an operator's own backup\n")
+    assert (folder / f"{device.device_id}.conf.previous").read_text(encoding="utf-8") == "an operator's own backup\n"
     (folder / f"{device.device_id}.conf.previous").unlink()
     with pytest.raises(InvalidInputError):
         configs.read("../../etc/passwd")
