@@ -102,7 +102,8 @@ class Lab:
         if inv.lab_dir is None:
             raise LabError("this inventory is not a lab inventory (platform.yaml has no 'lab: {dir: ...}')")
         self.inv = inv
-        self.dir = inv.lab_dir
+        self.wanted = inv.lab_dir
+        self.dir = lab_home(inv.lab_dir)
         self.servers = servers_of(inv)
         self.say: Progress = progress or (lambda _msg: None)
         self.pids = self.dir / "pids.json"
@@ -197,6 +198,20 @@ class Lab:
     # --- building -------------------------------------------------------------------------------
 
     def _check_dir(self) -> None:
+        if self.dir != self.wanted and not self.wanted.is_symlink():
+            # sshd may not chroot below the checkout (in /tmp, say): the lab lives under /var/lib, and
+            # the inventory's folder is a link to it, so every path the inventory names still works
+            if self.wanted.is_dir() and not any(self.wanted.iterdir()):
+                self.wanted.rmdir()  # left empty by an earlier attempt
+            if self.wanted.exists():
+                raise LabError(
+                    f"lab folder {self.wanted}: sshd cannot chroot below it, and it is not empty; "
+                    f"remove it, and the lab will live in {self.dir} with {self.wanted} linking to it"
+                )
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self.wanted.parent.mkdir(parents=True, exist_ok=True)
+            self.wanted.symlink_to(self.dir)
+            self.say(f"{self.wanted} is below a folder sshd refuses to chroot in: the lab lives in {self.dir}")
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o755)
         unsafe = chroot_unsafe_parent(self.dir)
@@ -504,6 +519,22 @@ class Lab:
         if s.tls:
             argv += ["--cert", str(self.dir / "tls" / "broker.crt"), "--key", str(self.dir / "tls" / "broker.key")]
         return argv
+
+
+SAFE_LAB_ROOT = Path("/var/lib/ikomm-lab")
+
+
+def lab_home(wanted: Path) -> Path:
+    """Where the lab lives: wanted if sshd may chroot below it, else a root-owned folder under /var/lib.
+
+    A checkout inside /tmp (world-writable) cannot hold sshd's chroots; its lab then lives in
+    /var/lib/ikomm-lab/<digest of wanted>, and wanted becomes a link to it (made by `lab up`).
+    """
+    if wanted.is_symlink():
+        return wanted.resolve()
+    if chroot_unsafe_parent(wanted) is None:
+        return wanted
+    return SAFE_LAB_ROOT / hashlib.sha256(str(wanted).encode()).hexdigest()[:12]
 
 
 def chroot_unsafe_parent(folder: Path) -> Path | None:

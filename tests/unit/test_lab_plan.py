@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,8 @@ from typer.testing import CliRunner
 from ikomm.cli import app
 from ikomm.errors import LabError
 from ikomm.inventory import load_inventory
-from lab.manager import chroot_unsafe_parent, servers_of
+from ikomm.synthetic import generate
+from lab.manager import SAFE_LAB_ROOT, Lab, chroot_unsafe_parent, servers_of
 
 
 def test_lab_runs_every_server_of_the_inventory(repo: Path) -> None:
@@ -40,6 +42,21 @@ def test_chroot_guard_names_the_world_writable_parent(tmp_path: Path) -> None:
     """sshd would refuse a chroot below /tmp; the guard names the folder to blame."""
     assert chroot_unsafe_parent(tmp_path / "lab") is not None
     assert chroot_unsafe_parent(Path("/usr/share")) is None
+
+
+def test_lab_below_tmp_lives_under_var_lib_behind_a_link(tmp_path: Path) -> None:
+    """A checkout in /tmp gets its lab in a root-owned folder that the inventory's lab folder links to."""
+    inv_dir = tmp_path / "checkout" / "inventory"
+    generate(inv_dir, users=6, seed=1, lab_dir="../.lab")
+    (tmp_path / "checkout" / ".lab").mkdir()  # an earlier attempt left it empty
+    lab = Lab(load_inventory(inv_dir))
+    assert lab.dir.parent == SAFE_LAB_ROOT and chroot_unsafe_parent(lab.dir) is None
+    try:
+        lab._check_dir()
+        assert (tmp_path / "checkout" / ".lab").resolve() == lab.dir
+        assert Lab(load_inventory(inv_dir)).dir == lab.dir  # later commands find it through the link
+    finally:
+        shutil.rmtree(lab.dir, ignore_errors=True)
 
 
 def test_inventory_show_prints_the_tables(repo: Path) -> None:
