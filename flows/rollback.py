@@ -17,7 +17,7 @@ from prefect.futures import PrefectFuture, wait
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from ikomm.inventory import load_inventory
-from ikomm.ledger import Ledger
+from ikomm.ledger import Ledger, url_for
 from ikomm.migration import WaveRun
 from ikomm.rollback import UserRollback, rollback_user
 from ikomm.waves import load_wave
@@ -39,7 +39,6 @@ def rollback_flow(
     wave_id: str,
     inventory: str,
     state_dir: str,
-    ledger_url: str,
     users: list[str] | None = None,
     municipality: str | None = None,
     stages: list[str] | None = None,
@@ -48,10 +47,10 @@ def rollback_flow(
     concurrency: int = 8,
 ) -> list[dict[str, Any]]:
     """Roll back a wave (or some of its users, one municipality, some stages)."""
-    ledger = Ledger(ledger_url)
+    ledger = Ledger(url_for(Path(state_dir)))  # from the environment: a URL may carry a password
     row = ledger.wave(wave_id)
     if row is None or not row.get("file"):
-        raise ValueError(f"no wave {wave_id!r} in the ledger {ledger_url}")
+        raise ValueError(f"no wave {wave_id!r} in the ledger {ledger.shown}")
     inv = load_inventory(Path(inventory))
     run = WaveRun(inv, load_wave(Path(row["file"]), inv), ledger, Path(state_dir))
     RUNS[wave_id] = run

@@ -31,7 +31,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.limits import leased
 from ikomm.inventory import load_inventory
-from ikomm.ledger import FINAL, Ledger
+from ikomm.ledger import FINAL, Ledger, url_for
 from ikomm.migration import LocalGate, WaveRun
 from ikomm.report import summary_markdown, table_rows
 from ikomm.waves import load_wave
@@ -118,14 +118,14 @@ migrate_flow = _phase_flow("migrate")
 
 @flow(name="wave", flow_run_name="{wave_id}", persist_result=False)
 def wave_flow(
-    wave_id: str, wave_file: str, inventory: str, state_dir: str, ledger_url: str, auto_approve: bool = False
+    wave_id: str, wave_file: str, inventory: str, state_dir: str, auto_approve: bool = False
 ) -> dict[str, Any]:
     """Move the wave's users: prepare all, approval gate, cutover all (or all straight through when the
     gate is open already), summary."""
     logger = get_run_logger()
     inv = load_inventory(Path(inventory))
     wave = load_wave(Path(wave_file), inv)
-    ledger = Ledger(ledger_url)
+    ledger = Ledger(url_for(Path(state_dir)))  # from the environment: a URL may carry a password
     ledger.open_wave(wave.id, [(u.key, u.muni, u.user.legacy_id) for u in wave.users], file=str(wave.path.resolve()))
     ledger.set_wave(wave.id, "running")
     run = WaveRun(inv, wave, ledger, Path(state_dir))
@@ -218,13 +218,13 @@ def _ask(run: WaveRun, ledger: Ledger) -> bool:
     return bool(answer.approved)
 
 
-def run_wave(wave_file: Path, inventory: Path, state_dir: Path, ledger_url: str, auto_approve: bool) -> dict[str, Any]:
+def run_wave(wave_file: Path, inventory: Path, state_dir: Path, auto_approve: bool) -> dict[str, Any]:
     """Run the wave flow in this process, tagged with the wave and its municipalities."""
     inv = load_inventory(inventory)
     wave = load_wave(wave_file, inv)
     with tags(f"wave:{wave.id}", *(f"municipality:{m}" for m in wave.spec.municipalities)):
         result: dict[str, Any] = wave_flow(
-            wave.id, str(wave_file.resolve()), str(inventory.resolve()), str(state_dir), ledger_url, auto_approve
+            wave.id, str(wave_file.resolve()), str(inventory.resolve()), str(state_dir), auto_approve
         )
     return result
 

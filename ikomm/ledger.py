@@ -17,11 +17,13 @@ the first record, whose undo data describes the world before the first attempt.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -90,6 +92,31 @@ changes_t = sa.Table(
     sa.Column("done", sa.String(32), nullable=True),
     sa.UniqueConstraint("key", "stage", "kind", "target", name="one_change"),
 )
+handovers_t = sa.Table(
+    "handovers",
+    meta,
+    sa.Column("wave", sa.String(64), primary_key=True),
+    sa.Column("by", sa.String(128), nullable=False),
+    sa.Column("users", sa.Integer, nullable=False),
+    sa.Column("at", sa.String(32), nullable=False),
+)
+
+
+def url_for(state_dir: Path) -> str:
+    """The ledger's URL: IKOMM_LEDGER_URL (any SQLAlchemy URL), or SQLite in the state folder.
+
+    Read from the environment by whoever opens the ledger, never passed as a flow parameter: a
+    PostgreSQL URL carries a password, and Prefect stores and shows every parameter.
+    """
+    return os.environ.get("IKOMM_LEDGER_URL") or f"sqlite:///{state_dir / 'ledger.db'}"
+
+
+def masked(url: str) -> str:
+    """The URL as it may be shown: any password replaced by ***."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return "(a ledger URL that could not be parsed)"
 
 
 # The statements a wave runs for every user and change, built once and bound at execution: building
@@ -147,10 +174,16 @@ class Ledger:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self.shown = masked(url)
+        database = sa.engine.make_url(url).database if url.startswith("sqlite") else None
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.engine: Engine = sa.create_engine(url, future=True)
         if url.startswith("sqlite"):
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         meta.create_all(self.engine)
+        if database and database != ":memory:":
+            _owner_only(Path(database))
         self._lock = threading.Lock() if url.startswith("sqlite") else None
 
     @contextmanager
@@ -220,6 +253,18 @@ class Ledger:
     def approve(self, wave_id: str, approval: dict[str, Any]) -> None:
         with self._tx() as conn:
             conn.execute(waves_t.update().where(waves_t.c.id == wave_id).values(approval=json.dumps(approval)))
+
+    def record_handover(self, wave_id: str, by: str, users: int) -> None:
+        """Record that the wave's initial passwords were handed over (and their file deleted)."""
+        with self._tx() as conn:
+            conn.execute(handovers_t.delete().where(handovers_t.c.wave == wave_id))
+            conn.execute(handovers_t.insert().values(wave=wave_id, by=by, users=users, at=now()))
+
+    def handover(self, wave_id: str) -> dict[str, Any] | None:
+        """When, by whom and for how many users the wave's passwords were handed over, if they were."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(handovers_t).where(handovers_t.c.wave == wave_id)).mappings().first()
+        return dict(row) if row else None
 
     def retry_failed(self, wave_id: str) -> int:
         """Put the wave's failed users (already undone) back to pending; return how many."""
@@ -359,6 +404,21 @@ class Ledger:
         with self.engine.connect() as conn:
             rows = conn.execute(query.order_by(c.id.desc())).mappings()
             return [ChangeRow(**{**r, "undo": json.loads(r["undo"])}) for r in rows]
+
+
+def _owner_only(database: Path) -> None:
+    """Make the SQLite files (database, -wal, -shm) 0600 with chmod alone.
+
+    Never by opening them: closing any descriptor of a database file drops every POSIX lock this
+    process holds on it, including the one each WAL connection keeps, and another process may then
+    take itself for the last connection and reset the WAL under us (a malformed database, seen here).
+    """
+    for path in (database, database.with_name(database.name + "-wal"), database.with_name(database.name + "-shm")):
+        try:
+            if path.stat().st_mode & 0o777 != 0o600:
+                path.chmod(0o600)
+        except FileNotFoundError:
+            pass
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

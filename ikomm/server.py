@@ -39,6 +39,17 @@ def state_dir() -> Path:
     return Path(os.environ.get("IKOMM_STATE", ".ikomm")).resolve()
 
 
+def private_state_dir() -> Path:
+    """The state folder, created 0700 (or made so) before anything is written in it; its path.
+
+    It holds the ledger, the initial passwords and Prefect's database: root's eyes only.
+    """
+    folder = state_dir()
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(folder, 0o700)
+    return folder
+
+
 def api_url() -> str:
     return f"http://{HOST}:{port()}/api"
 
@@ -64,8 +75,10 @@ def start(timeout: float = 90.0) -> str:
     """Start the server if it is not answering; return 'running' or 'started'."""
     if healthy():
         return "running"
-    folder = state_dir() / "prefect"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = private_state_dir() / "prefect"
+    folder.mkdir(exist_ok=True, mode=0o700)
+    for made_before in folder.glob("*.db*"):  # by an older version, with the default mode
+        made_before.chmod(0o600)
     env = {
         **os.environ,
         **SERVER_SETTINGS,
@@ -84,6 +97,7 @@ def start(timeout: float = 90.0) -> str:
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,
+            umask=0o077,  # its database and logs: 0600
         )
     (folder / "server.pid").write_text(str(proc.pid))
     deadline = time.monotonic() + timeout

@@ -154,6 +154,19 @@ def test_wave_moves_everyone_checks_out_and_rerun_is_a_no_op(
     from ikomm import server
 
     assert_no_password_anywhere(env, "alle", server.state_dir() / "prefect" / "prefect.db")
+    # state is root's alone, and the ledger's URL (a PostgreSQL one carries a password) is no flow parameter
+    state = Path(env.vars["IKOMM_STATE"])
+    assert state.stat().st_mode & 0o777 == 0o700
+    assert Path(env.ledger_url.removeprefix("sqlite:///")).stat().st_mode & 0o777 == 0o600
+    assert (state / "credentials" / "alle.csv").stat().st_mode & 0o777 == 0o600
+    assert (server.state_dir() / "prefect" / "prefect.db").stat().st_mode & 0o777 == 0o600
+    runs = httpx.post(f"{prefect_api}/flow_runs/filter", json={"limit": 200}, timeout=30).json()
+    assert runs and all(
+        "ledger" not in name and "ledger" not in str(value).lower()
+        for r in runs
+        if r["name"].startswith("alle")  # this test's (the server keeps older sessions' runs)
+        for name, value in r["parameters"].items()
+    )
 
 
 def test_faults_leave_those_users_undone_and_the_rest_migrated(
