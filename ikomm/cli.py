@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ikomm.errors import IkommError, InvalidInputError
 from ikomm.inventory import Inventory, load_inventory
@@ -25,8 +26,16 @@ lab_app = typer.Typer(help="The local lab: real servers on loopback, seeded from
 app.add_typer(inventory_app, name="inventory")
 app.add_typer(lab_app, name="lab")
 
-console = Console()
-err = Console(stderr=True)
+# Data (names, paths, reasons) is printed as it is, never read as markup: a municipality called
+# "Gausdal [/bold]" must print, not crash. Styles come only from `styled`.
+console = Console(markup=False, highlight=False)
+err = Console(stderr=True, markup=False, highlight=False)
+
+
+def styled(*parts: str | tuple[str, str]) -> Text:
+    """A line of plain parts and (text, style) parts; no part is read as markup."""
+    return Text.assemble(*parts)
+
 
 InventoryDir = Annotated[
     Path, typer.Option("--inventory", "-i", envvar="IKOMM_INVENTORY", help="The inventory folder.")
@@ -35,7 +44,7 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts."
 
 
 def _fail(exc: IkommError) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+    err.print(styled(("error:", "bold red"), f" {exc}"), soft_wrap=True)
     return typer.Exit(2 if isinstance(exc, InvalidInputError) else 1)
 
 
@@ -57,7 +66,7 @@ def inventory_validate(inventory: InventoryDir = Path("inventory"), as_json: Jso
         if as_json:
             console.print_json(json.dumps({"ok": False, "problems": [p.__dict__ for p in exc.problems]}))
         else:
-            err.print(str(exc), highlight=False, markup=False)
+            err.print(str(exc), soft_wrap=True)  # one problem a line, never wrapped: greppable
         raise typer.Exit(2) from None
     summary = {m: len(u) for m, u in inv.users.items()}
     if as_json:
@@ -68,10 +77,13 @@ def inventory_validate(inventory: InventoryDir = Path("inventory"), as_json: Jso
         )
         return
     console.print(
-        f"[green]inventory {inventory} is valid:[/] {inv.user_count()} users "
-        f"({', '.join(f'{inv.municipalities[m].name} {n}' for m, n in summary.items())}), "
-        f"{len(inv.applications)} applications, {len(inv.servers)} servers, "
-        f"{sum(len(d) for d in inv.devices.values())} thin clients"
+        styled(
+            (f"inventory {inventory} is valid:", "green"),
+            f" {inv.user_count()} users "
+            f"({', '.join(f'{inv.municipalities[m].name} {n}' for m, n in summary.items())}), "
+            f"{len(inv.applications)} applications, {len(inv.servers)} servers, "
+            f"{sum(len(d) for d in inv.devices.values())} thin clients",
+        )
     )
 
 
@@ -158,7 +170,7 @@ def lab_up(inventory: InventoryDir = Path("inventory"), as_json: JsonFlag = Fals
     inv = _load(inventory)
     t0 = time.monotonic()
     try:
-        lab = Lab(inv, progress=None if as_json else lambda msg: console.print(f"[dim]{msg}[/]"))
+        lab = Lab(inv, progress=None if as_json else lambda msg: console.print(styled((msg, "dim"))))
         mode = lab.up()
     except IkommError as exc:
         raise _fail(exc) from None
@@ -169,7 +181,10 @@ def lab_up(inventory: InventoryDir = Path("inventory"), as_json: JsonFlag = Fals
         return
     _print_status(lab)
     console.print(
-        f"[green]lab up ({mode}) in {seconds:.1f} s[/], {memory / 1024:.0f} MB of memory (PSS); folder {lab.dir}"
+        styled(
+            (f"lab up ({mode}) in {seconds:.1f} s", "green"),
+            f", {memory / 1024:.0f} MB of memory (PSS); folder {lab.dir}",
+        )
     )
 
 
@@ -216,7 +231,11 @@ def _print_status(lab: Lab) -> None:
         table.add_column(col)
     for s, running, answers in lab.status():
         table.add_row(
-            s.name, s.role, f"{s.host}:{s.port}", "yes" if running else "[red]no[/]", "yes" if answers else "[red]no[/]"
+            s.name,
+            s.role,
+            f"{s.host}:{s.port}",
+            "yes" if running else styled(("no", "red")),
+            "yes" if answers else styled(("no", "red")),
         )
     console.print(table)
 

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from ikomm import server
-from ikomm.cli import InventoryDir, JsonFlag, _fail, _load, app, console, err
+from ikomm.cli import InventoryDir, JsonFlag, _fail, _load, app, console, err, styled
 from ikomm.cli_wave import _use_local_server, ledger_url
 from ikomm.errors import IkommError
 from ikomm.ledger import Ledger
@@ -31,7 +31,7 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="Undo even what changed 
 def _stages(stages: list[str] | None) -> list[str]:
     for s in stages or []:
         if s not in STAGES:
-            err.print(f"[red]error:[/] --stage {s!r}: choose one of {', '.join(STAGES)}")
+            err.print(styled(("error:", "red"), f" --stage {s!r}: choose one of {', '.join(STAGES)}"))
             raise typer.Exit(2)
     return list(stages or [])
 
@@ -39,7 +39,12 @@ def _stages(stages: list[str] | None) -> list[str]:
 def _wave_of(ledger: Ledger, user: str) -> tuple[str, str]:
     found = ledger.find_users(user)
     if len(found) != 1:
-        err.print(f"[red]error:[/] {'no' if not found else 'more than one'} user {user!r} in the ledger {ledger.url}")
+        err.print(
+            styled(
+                ("error:", "red"),
+                f" {'no' if not found else 'more than one'} user {user!r} in the ledger {ledger.shown}",
+            )
+        )
         raise typer.Exit(2)
     return found[0].wave, found[0].key
 
@@ -52,8 +57,7 @@ def _run(wave_id: str, inventory: Path, as_json: bool, **kwargs: object) -> None
         reports = run_rollback(
             wave_id,
             inventory=str(inventory.resolve()),
-            state_dir=str(server.state_dir()),
-            ledger_url=ledger_url(),
+            state_dir=str(server.private_state_dir()),
             **kwargs,
         )
     except IkommError as exc:
@@ -108,7 +112,7 @@ def rollback_wave_cmd(
     """Undo a wave (or one municipality, or some stages), newest change first; safe to repeat."""
     _load(inventory)
     if Ledger(ledger_url()).wave(wave_id) is None:
-        err.print(f"[red]error:[/] no wave {wave_id!r} in the ledger")
+        err.print(styled(("error:", "red"), f" no wave {wave_id!r} in the ledger"))
         raise typer.Exit(2)
     _run(wave_id, inventory, as_json, municipality=municipality, stages=_stages(stage), purge=purge, force=force)
 
@@ -132,7 +136,7 @@ def verify_rollback_cmd(
     ledger = Ledger(ledger_url())
     row = ledger.wave(wave_id)
     if row is None or not row.get("file"):
-        err.print(f"[red]error:[/] no wave {wave_id!r} in the ledger")
+        err.print(styled(("error:", "red"), f" no wave {wave_id!r} in the ledger"))
         raise typer.Exit(2)
     try:
         run = WaveRun(inv, load_wave(Path(row["file"]), inv), ledger, server.state_dir())
@@ -154,9 +158,9 @@ def verify_rollback_cmd(
         console.print_json(json.dumps({"checked": checked, "differences": diffs, "excluded": sorted(OPERATIONAL)}))
     else:
         for k, found in diffs.items():
-            console.print(f"[bold]{k}[/]")
+            console.print(styled((k, "bold")))
             for d in found:
-                console.print(f"  {d}", highlight=False, markup=False)
+                console.print(f"  {d}")
         console.print(
             f"{checked} user(s) compared with their snapshot: {sum(len(d) for d in diffs.values())} "
             f"difference(s). Not compared (servers change them on their own): "

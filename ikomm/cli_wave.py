@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,30 +14,28 @@ from rich.live import Live
 from rich.table import Table
 
 from ikomm import server
-from ikomm.cli import InventoryDir, JsonFlag, _fail, _load, app, console, err
+from ikomm.cli import InventoryDir, JsonFlag, _fail, _load, app, console, err, styled
 from ikomm.errors import IkommError
-from ikomm.ledger import Ledger
+from ikomm.ledger import FINAL, Ledger, url_for
 
 wave_app = typer.Typer(help="Run waves, follow them, approve their cutover.", no_args_is_help=True)
 server_app = typer.Typer(help="The local Prefect server the waves report to.", no_args_is_help=True)
+credentials_app = typer.Typer(help="The waves' initial passwords: hand over, then delete.", no_args_is_help=True)
 app.add_typer(wave_app, name="wave")
 app.add_typer(server_app, name="server")
+app.add_typer(credentials_app, name="credentials")
 
 
 def ledger_url() -> str:
-    """IKOMM_LEDGER_URL (any SQLAlchemy URL), or SQLite in the state folder."""
-    url = os.environ.get("IKOMM_LEDGER_URL")
-    if url:
-        return url
-    server.state_dir().mkdir(parents=True, exist_ok=True, mode=0o700)
-    return f"sqlite:///{server.state_dir() / 'ledger.db'}"
+    """IKOMM_LEDGER_URL (any SQLAlchemy URL), or SQLite in the state folder (made 0700 first)."""
+    return url_for(server.private_state_dir())
 
 
 def _use_local_server() -> None:
     """Point Prefect at the local server (started if needed) unless PREFECT_API_URL says otherwise."""
     if "PREFECT_API_URL" not in os.environ:
         if server.start() == "started":
-            err.print(f"[dim]started the Prefect server at {server.api_url()}[/]")
+            err.print(styled((f"started the Prefect server at {server.api_url()}", "dim")))
         os.environ.update(server.client_env())
 
 
@@ -105,8 +102,8 @@ def wave_run(
     except IkommError as exc:
         raise _fail(exc) from None
     window = wave.spec.window
-    if window is not None and not (window.start <= datetime.now() <= window.end):
-        err.print(f"[yellow]warning:[/] now is outside the wave's window ({window.start} to {window.end})")
+    if window is not None and not window.contains():
+        err.print(styled(("warning:", "yellow"), f" now is outside the wave's window ({window.start} to {window.end})"))
     try:
         _use_local_server()
     except IkommError as exc:
@@ -121,7 +118,7 @@ def wave_run(
 
     def work() -> None:
         try:
-            outcome.update(run_wave(wave_file, inventory, server.state_dir(), url, auto_approve))
+            outcome.update(run_wave(wave_file, inventory, server.state_dir(), auto_approve))
         except BaseException as exc:  # shown by the main thread
             failure.append(exc)
 
@@ -166,7 +163,7 @@ def wave_status(wave_id: str, as_json: JsonFlag = False) -> None:
     ledger = Ledger(ledger_url())
     wave = ledger.wave(wave_id)
     if wave is None:
-        err.print(f"[red]error:[/] no wave {wave_id!r} in the ledger {ledger.url}")
+        err.print(styled(("error:", "red"), f" no wave {wave_id!r} in the ledger {ledger.shown}"))
         raise typer.Exit(2)
     if as_json:
         counts = {f"{m}/{s}": n for (m, s), n in sorted(ledger.counts(wave_id).items())}
@@ -207,7 +204,7 @@ def user_status(
     ledger = Ledger(ledger_url())
     found = ledger.find_users(user)
     if not found:
-        err.print(f"[red]error:[/] no user {user!r} in the ledger {ledger.url}")
+        err.print(styled(("error:", "red"), f" no user {user!r} in the ledger {ledger.shown}"))
         raise typer.Exit(2)
     out: list[dict[str, Any]] = [{"user": u.__dict__, "events": ledger.events(u.key)} for u in found]
     if as_json:
@@ -216,8 +213,11 @@ def user_status(
     for item in out:
         u = item["user"]
         console.print(
-            f"[bold]{u['key']}[/] ({u['account'] or 'no account yet'}), wave {u['wave']}: "
-            f"{u['state']} {u['stage']} {u['reason']}".rstrip()
+            styled(
+                (u["key"], "bold"),
+                f" ({u['account'] or 'no account yet'}), wave {u['wave']}: "
+                f"{u['state']} {u['stage']} {u['reason']}".rstrip(),
+            )
         )
         table = Table()
         for col in ("when (UTC)", "state", "stage", "what"):
@@ -225,3 +225,38 @@ def user_status(
         for e in item["events"]:
             table.add_row(e["at"], e["state"], e["stage"], e["message"])
         console.print(table)
+
+
+@credentials_app.command("handed-over")
+def credentials_handed_over(
+    wave_id: str,
+    by: Annotated[str, typer.Option(help="Who handed the passwords over (name or e-mail).")] = os.environ.get(
+        "USER", "lead"
+    ),
+) -> None:
+    """Delete a wave's file of initial passwords once they are delivered, and record it in the ledger."""
+    from ikomm.migration import CredentialFile
+
+    ledger = Ledger(ledger_url())
+    if ledger.wave(wave_id) is None:
+        err.print(f"error: no wave {wave_id!r} in the ledger {ledger.shown}")
+        raise typer.Exit(2)
+    busy = [u.key for u in ledger.users(wave_id) if u.state not in FINAL]
+    if busy:
+        err.print(
+            f"error: wave {wave_id} still has {len(busy)} user(s) on the way (e.g. {busy[0]}); the wave checks "
+            "each new password before it is done. Hand the passwords over when the wave has ended.",
+        )
+        raise typer.Exit(1)
+    path = server.state_dir() / "credentials" / f"{wave_id}.csv"
+    if not path.is_file():
+        done = ledger.handover(wave_id)
+        said = f"handed over by {done['by']} at {done['at']}" if done else "no passwords were written for it"
+        console.print(f"wave {wave_id}: no password file ({said})")
+        return
+    users = len(CredentialFile(path).keys())
+    path.unlink()
+    ledger.record_handover(wave_id, by, users)
+    console.print(
+        f"wave {wave_id}: the initial passwords of {users} user(s) were handed over by {by}; {path} is deleted",
+    )

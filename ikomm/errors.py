@@ -49,10 +49,15 @@ class Problem:
     field: str
     message: str
 
+    def where(self) -> str:
+        """file:row field 'x', as an editor and a lead read it."""
+        place = f"{self.file}:{self.row}" if self.row is not None else self.file
+        return f"{place} field '{self.field}'" if self.field else place
+
     def __str__(self) -> str:
-        where = f"{self.file}:{self.row}" if self.row is not None else self.file
+        place = f"{self.file}:{self.row}" if self.row is not None else self.file
         field = f" field '{self.field}':" if self.field else ""
-        return f"{where}:{field} {self.message}"
+        return f"{place}:{field} {self.message}"
 
 
 class InventoryError(InvalidInputError):

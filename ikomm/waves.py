@@ -8,18 +8,17 @@ municipalities and only their users are taken.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
-from datetime import datetime
-from pathlib import Path
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
 from typing import Annotated
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ikomm.errors import InventoryError, Problem
 from ikomm.inventory import Inventory
-from ikomm.inventory.load import load_yaml_model
-from ikomm.inventory.models import Model, Slug, User
+from ikomm.inventory.load import CsvSyntaxError, csv_rows, decode, load_yaml_model
+from ikomm.inventory.models import Model, Slug, User, Visible
 
 SYSTEMS = ("platform_ad", "legacy_directory", "file_server", "config_host", "broker")
 
@@ -27,11 +26,18 @@ SYSTEMS = ("platform_ad", "legacy_directory", "file_server", "config_host", "bro
 class Selection(Model):
     """Which users of the wave's municipalities move: the union of every list given."""
 
-    legacy_ids: list[str] = Field(default_factory=list)
-    departments: list[str] = Field(default_factory=list)
-    sites: list[str] = Field(default_factory=list)
+    legacy_ids: list[Visible] = Field(default_factory=list)
+    departments: list[Visible] = Field(default_factory=list)
+    sites: list[Visible] = Field(default_factory=list)
     csv: str | None = None
     all: bool = False
+
+    @field_validator("csv")
+    @classmethod
+    def _beside(cls, value: str | None) -> str | None:
+        if value is not None and (PurePosixPath(value).is_absolute() or ".." in PurePosixPath(value).parts):
+            raise ValueError("must be a file beside the wave file (a relative path without '..')")
+        return value
 
     @model_validator(mode="after")
     def _something(self) -> Selection:
@@ -41,16 +47,24 @@ class Selection(Model):
 
 
 class Window(Model):
-    """When the wave may run (local time, ISO 8601)."""
+    """When the wave may run (ISO 8601: local time, or both ends with a UTC offset)."""
 
     start: datetime
     end: datetime
 
     @model_validator(mode="after")
     def _ordered(self) -> Window:
+        if (self.start.tzinfo is None) != (self.end.tzinfo is None):
+            raise ValueError("give both start and end with a UTC offset (e.g. 2027-01-12T18:00:00+01:00), or neither")
         if self.end <= self.start:
             raise ValueError("end must be after start")
         return self
+
+    def contains(self, when: datetime | None = None) -> bool:
+        """Whether when (default: now, local or UTC as the window is written) lies inside the window."""
+        if when is None:
+            when = datetime.now(UTC) if self.start.tzinfo is not None else datetime.now()
+        return self.start <= when <= self.end
 
 
 class Limits(Model):
@@ -126,6 +140,8 @@ def load_wave(path: Path, inv: Inventory) -> Wave:
     for i, muni in enumerate(spec.municipalities):
         if muni not in inv.municipalities:
             problems.append(source.problem(("municipalities", i), f"unknown municipality {muni!r}"))
+        if muni in spec.municipalities[:i]:
+            problems.append(source.problem(("municipalities", i), f"{muni!r} is listed twice"))
     wanted: set[tuple[str, str]] = set()
     sel = spec.users
     known = {(m, u.legacy_id) for m, u in inv.all_users()}
@@ -166,25 +182,33 @@ def load_wave(path: Path, inv: Inventory) -> Wave:
 def _csv_users(
     path: Path, rel: str, munis: list[str], known: set[tuple[str, str]], problems: list[Problem]
 ) -> set[tuple[str, str]]:
-    """Rows `municipality,legacy_id` (with that header) of a user list; each bad row is a problem."""
+    """Rows `municipality,legacy_id` (with that header) of a user list (UTF-8); each bad row is a problem."""
     if not path.is_file():
         problems.append(Problem(rel, None, "", "file is missing"))
         return set()
-    out = set()
-    with path.open(encoding="utf-8", newline="") as fh:
-        rows = list(csv.reader(fh))
-    if not rows or [c.strip() for c in rows[0]] != ["municipality", "legacy_id"]:
+    text = decode(path.read_bytes(), rel, problems)
+    if text is None:
+        return set()
+    try:
+        rows = list(csv_rows(text))
+    except CsvSyntaxError as exc:
+        problems.append(Problem(rel, exc.line, "", f"not valid CSV: {exc}"))
+        return set()
+    if not rows or [c.strip() for c in rows[0][1]] != ["municipality", "legacy_id"]:
         problems.append(Problem(rel, 1, "", "the header must be: municipality,legacy_id"))
         return set()
-    for line, row in enumerate(rows[1:], start=2):
+    out = set()
+    for line, row in rows[1:]:
         if len(row) != 2:
             problems.append(Problem(rel, line, "", f"expected 2 fields, found {len(row)}"))
             continue
         muni, legacy_id = (c.strip() for c in row)
         if muni not in munis:
-            problems.append(Problem(rel, line, "municipality", f"{muni!r} is not one of the wave's municipalities"))
+            problems.append(
+                Problem(rel, line, "municipality", f"{muni[:40]!r} is not one of the wave's municipalities")
+            )
         elif (muni, legacy_id) not in known:
-            problems.append(Problem(rel, line, "legacy_id", f"no user {legacy_id!r} in {muni}"))
+            problems.append(Problem(rel, line, "legacy_id", f"no user {legacy_id[:40]!r} in {muni}"))
         else:
             out.add((muni, legacy_id))
     return out

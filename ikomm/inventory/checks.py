@@ -25,8 +25,15 @@ def _known(values: Iterable[object]) -> str:
     return ", ".join(sorted(str(v) for v in values))
 
 
-def _under(path: str, root: str) -> bool:
-    return PurePosixPath(path).is_relative_to(PurePosixPath(root))
+def _nested_folders(folders: dict[tuple[str, int, PurePosixPath], Problem], problems: list[Problem]) -> None:
+    """A user's folder inside another user's folder (on the same file server) is a problem where it is named."""
+    for (host, port, path), here in folders.items():
+        outer = next((p for p in path.parents if (host, port, p) in folders), None)
+        if outer is not None:
+            there = folders[(host, port, outer)]
+            problems.append(
+                Problem(here.file, here.row, here.field, f"inside {outer}, the folder named at {there.where()}")
+            )
 
 
 def _readable(
@@ -108,6 +115,7 @@ def check_links(
             )
 
     by_muni = {m.id: m for m in mfile.municipalities}
+    folders: dict[tuple[str, int, PurePosixPath], Problem] = {}  # (host, port, path) -> where first named
     seen_ids: dict[str, str] = {}
     seen_emails: dict[str, str] = {}
     for muni, rel, found in _readable("users", users, known_munis, problems):
@@ -128,20 +136,24 @@ def check_links(
                 seen_emails[email] = f"{rel}:{line}"
             if user.zone not in zones:
                 problems.append(Problem(rel, line, "zone", f"unknown zone '{user.zone}' (known: {_known(zones)})"))
-            if not _under(user.home_path, fs.home_root):
-                problems.append(
-                    Problem(rel, line, "home_path", f"must lie under the file server's home_root {fs.home_root}")
-                )
-            if not _under(user.profile_path, fs.profile_root):
-                problems.append(
-                    Problem(
-                        rel, line, "profile_path", f"must lie under the file server's profile_root {fs.profile_root}"
-                    )
-                )
+            for field, root in (("home_path", fs.home_root), ("profile_path", fs.profile_root)):
+                path = PurePosixPath(getattr(user, field))
+                if not path.is_relative_to(PurePosixPath(root)):
+                    name = field.replace("_path", "_root")
+                    problems.append(Problem(rel, line, field, f"must lie under the file server's {name} {root}"))
+                elif path == PurePosixPath(root):
+                    problems.append(Problem(rel, line, field, f"is the {root} itself, not a folder of one user"))
+                else:
+                    here = Problem(rel, line, field, "")
+                    first = folders.setdefault((fs.host, fs.port, path), here)
+                    if first is not here:
+                        problems.append(Problem(rel, line, field, f"the same folder as {first.where()}"))
             if user.device is not None and device_file is not None and user.device not in device_file.keys:
                 problems.append(
                     Problem(rel, line, "device", f"unknown device '{user.device}' (not in devices/{muni}.csv)")
                 )
+
+    _nested_folders(folders, problems)
 
     for muni, rel, dfound in _readable("devices", devices, known_munis, problems):
         user_file = users.get(muni, CsvRows([], set()))  # None: unreadable, so not checked against

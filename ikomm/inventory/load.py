@@ -34,6 +34,10 @@ from ikomm.inventory.models import (
 M = TypeVar("M", bound=BaseModel)
 Loc = tuple[str | int, ...]
 SECRET_WORDS = ("password", "secret", "key")
+MAX_DEPTH = 32  # the deepest inventory or wave file nests 6 levels
+# csv's own limit (128 KiB a field) would stop a file at its first long field without naming the
+# column; read it whole (the file is in memory already) and let the field's own check say what is wrong
+csv.field_size_limit(64 * 1024 * 1024)
 
 
 class _Loader(yaml.SafeLoader):
@@ -103,7 +107,7 @@ def _line_for(loc: Loc, lines: Mapping[Loc, int]) -> int | None:
     return None
 
 
-def _decode(data: bytes, rel: str, problems: list[Problem]) -> str | None:
+def decode(data: bytes, rel: str, problems: list[Problem]) -> str | None:
     """Decode UTF-8 strictly, reporting the line of the first bad byte."""
     try:
         return data.decode("utf-8-sig")
@@ -125,16 +129,40 @@ class Source:
         return Problem(self.rel, _line_for(loc, self.lines), _field_name(loc), message)
 
 
+def _shape_problem(text: str, rel: str) -> Problem | None:
+    """Anchors, aliases and deep nesting, found in the event stream before anything is built from it.
+
+    An alias is a reference: a few lines of them expand to gigabytes (or a loop) in anything that
+    walks the document, so they are refused, as is nesting deeper than any real file needs.
+    """
+    depth = 0
+    for event in yaml.parse(text, Loader=_Loader):
+        line = event.start_mark.line + 1 if event.start_mark is not None else None
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            return Problem(rel, line, "", "anchors and aliases (&name, *name) are not allowed: write each value out")
+        if isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                return Problem(rel, line, "", f"nested deeper than {MAX_DEPTH} levels")
+        elif isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
+            depth -= 1
+    return None
+
+
 def load_yaml_model(root: Path, rel: str, model: type[M], problems: list[Problem]) -> tuple[M, Source] | None:
     """Parse and validate one YAML file into model, adding its problems to problems."""
     path = root / rel
     if not path.is_file():
         problems.append(Problem(rel, None, "", "file is missing"))
         return None
-    text = _decode(path.read_bytes(), rel, problems)
+    text = decode(path.read_bytes(), rel, problems)
     if text is None:
         return None
     try:
+        shape = _shape_problem(text, rel)
+        if shape is not None:
+            problems.append(shape)
+            return None
         node = yaml.compose(text, Loader=_Loader)
         data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
@@ -158,11 +186,25 @@ def load_yaml_model(root: Path, rel: str, model: type[M], problems: list[Problem
         return None
 
 
-def _csv_rows(text: str) -> Iterator[tuple[int, list[str]]]:
-    """Yield (line number where the row starts, fields) for each non-blank row."""
+class CsvSyntaxError(ValueError):
+    """A CSV file that cannot be read past a line (the line is in `line`)."""
+
+    def __init__(self, line: int, reason: str) -> None:
+        super().__init__(reason)
+        self.line = line
+
+
+def csv_rows(text: str) -> Iterator[tuple[int, list[str]]]:
+    """Yield (line number where the row starts, fields) for each non-blank row; CsvSyntaxError names the line."""
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     start = 1
-    for fields in reader:
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise CsvSyntaxError(start, str(exc)) from None
         if fields and any(f.strip() for f in fields):
             yield start, fields
         start = reader.line_num + 1
@@ -185,13 +227,13 @@ def load_csv_models(
     that refer to its rows are then skipped rather than reported as a cascade of unknown ids.
     """
     path = root / rel
-    text = _decode(path.read_bytes(), rel, problems)
+    text = decode(path.read_bytes(), rel, problems)
     if text is None:
         return None
     try:
-        rows = list(_csv_rows(text))
-    except csv.Error as exc:
-        problems.append(Problem(rel, None, "", f"not valid CSV: {exc}"))
+        rows = list(csv_rows(text))
+    except CsvSyntaxError as exc:
+        problems.append(Problem(rel, exc.line, "", f"not valid CSV: {exc}"))
         return None
     if not rows:
         problems.append(Problem(rel, 1, "", "empty file: a header row is required"))

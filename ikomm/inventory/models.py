@@ -4,19 +4,47 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 from datetime import date
 from pathlib import PurePosixPath
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from ldap3.core.exceptions import LDAPInvalidDnError
 from ldap3.utils.dn import parse_dn
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 SLUG = r"^[a-z][a-z0-9-]*$"
 MAC = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
 DOMAIN = re.compile(r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 EMAIL = re.compile(r"^[^@\s]+@([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+
+
+# Control, format, line- and paragraph-separator, surrogate and private-use characters: none belongs in a
+# name, path, group or setting, and each can split a line in a config file, an LDAP filter or a terminal.
+INVISIBLE = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co"})
+MAX_TEXT = 4096  # no name, path, DN or setting comes near it
+
+
+def _visible(value: Any) -> Any:
+    """Refuse a text with a control or invisible character in it, naming the character."""
+    if isinstance(value, str):
+        for ch in value:
+            if unicodedata.category(ch) in INVISIBLE:
+                name = unicodedata.name(ch, "control character")
+                raise ValueError(
+                    f"contains a control or invisible character (U+{ord(ch):04X} {name}); use one line of visible text"
+                )
+    return value
 
 
 def _check_dn(value: str) -> str:
@@ -48,6 +76,8 @@ def _check_abs_posix(value: str) -> str:
     return value
 
 
+Visible = Annotated[str, BeforeValidator(_visible)]  # for items of lists and maps (plain fields: Model)
+Name = Annotated[Visible, Field(min_length=1)]
 DN = Annotated[str, AfterValidator(_check_dn)]
 Host = Annotated[str, AfterValidator(_check_host)]
 AbsPath = Annotated[str, AfterValidator(_check_abs_posix)]
@@ -59,6 +89,19 @@ class Model(BaseModel):
     """Base of every inventory model: unknown keys are errors, values are immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _plain_values(cls, value: Any, info: ValidationInfo) -> Any:
+        """Refuse true/false where a number belongs, and control or invisible characters anywhere."""
+        if isinstance(value, bool) and info.field_name is not None:
+            annotation = cls.model_fields[info.field_name].annotation
+            types = {annotation, *get_args(annotation)}
+            if types & {int, float} and bool not in types:
+                raise ValueError("must be a number, not true or false")
+        if isinstance(value, str) and len(value) > MAX_TEXT:
+            raise ValueError(f"{len(value):,} characters long; at most {MAX_TEXT:,}")
+        return _visible(value) if isinstance(value, str) else value  # items of lists and maps: `Visible`
 
 
 class CredentialRef(Model):
@@ -99,11 +142,20 @@ class DirectoryConfig(Model):
     ca_file: str | None = None
     tls_name: str | None = Field(default=None, description="name to validate in the server certificate")
     realm: str | None = None
-    attribute_map: dict[str, str] = Field(default_factory=dict)
+    attribute_map: dict[Visible, Visible] = Field(default_factory=dict)
+
+    @field_validator("tls_name")
+    @classmethod
+    def _one_server(cls, value: str | None) -> str | None:
+        if value is not None and ("*" in value or not HOSTNAME.match(value)):
+            raise ValueError("must name the one server (a host name, no wildcard): a wildcard trusts every server")
+        return value
 
     @model_validator(mode="after")
     def _tls_needs_ca(self) -> DirectoryConfig:
-        if self.security != "plain" and not self.ca_file:
+        if self.security == "plain":
+            raise ValueError("security 'plain' would send the bind password in clear; use ldaps or starttls")
+        if not self.ca_file:
             raise ValueError("'ca_file' is required for ldaps and starttls (certificates are always validated)")
         for name in ("users_dn", "groups_dn"):
             dn = getattr(self, name)
@@ -125,8 +177,8 @@ class FileServerConfig(Model):
 class TerminalFarm(Model):
     """The terminal-server farm of a zone: an RDS session collection and its hosts."""
 
-    collection: str
-    hosts: list[str] = Field(min_length=1)
+    collection: Name
+    hosts: list[Name] = Field(min_length=1)
 
 
 class Zone(Model):
@@ -166,7 +218,9 @@ class BrokerConfig(Model):
 
     @model_validator(mode="after")
     def _https_needs_ca(self) -> BrokerConfig:
-        if self.scheme == "https" and not self.ca_file:
+        if self.scheme != "https":
+            raise ValueError("scheme 'http' would send the broker password in clear; use https")
+        if not self.ca_file:
             raise ValueError("'ca_file' is required for https (certificates are always validated)")
         return self
 
@@ -228,8 +282,8 @@ class Application(Model):
     name: str
     zone: Slug
     seat_limit: int = Field(gt=0)
-    groups: dict[str, str] = Field(min_length=1)
-    granted_by: dict[str, list[str]] = Field(default_factory=dict)
+    groups: dict[Visible, Name] = Field(min_length=1)
+    granted_by: dict[Visible, list[Name]] = Field(default_factory=dict)
     ready_from: date
 
 
@@ -286,7 +340,11 @@ class User(Model):
     @classmethod
     def _split_groups(cls, value: object) -> object:
         if isinstance(value, str):
-            return tuple(g.strip() for g in value.split(";") if g.strip())
+            _visible(value)  # before it is split: this validator may run before Model's own
+            groups = tuple(g.strip() for g in value.split(";"))
+            if value.strip() and not all(groups):
+                raise ValueError("an empty group name (two ';' in a row, or one at either end)")
+            return tuple(g for g in groups if g)
         return value
 
     @field_validator("device", mode="before")
