@@ -12,6 +12,7 @@ import pytest
 from ikomm.connectors import Connectors
 from ikomm.inventory import Inventory
 from ikomm.ledger import Ledger
+from lab.manager import Lab
 from tests.integration.conftest import Env
 
 pytestmark = pytest.mark.integration
@@ -48,9 +49,11 @@ def test_drift_is_reported_then_forced(env: Env, lab_inventory: Inventory) -> No
     assert verify(env, inv, "drift", "--user", row.key)["differences"] == {}
 
 
-def test_rollback_killed_halfway_finishes_on_rerun(env: Env, lab_inventory: Inventory) -> None:
+def test_rollback_killed_halfway_finishes_on_rerun(env: Env, lab: Lab, lab_inventory: Inventory) -> None:
     """kill -9 during a wave rollback; the same command finishes it, the next says nothing to undo."""
     inv = lab_inventory
+    config_host = lab.server_path("config-host", inv.platform.thin_client_config_host.config_root)
+    devices_before = {p.name: p.read_bytes() for p in config_host.iterdir()}
     wave = env.wave_file("halv", ["lillehammer"], approval_required=False)
     assert env.ikomm("wave", "run", str(wave), inventory=inv.root).returncode == 0
     proc = env.ikomm("rollback", "wave", "halv", "--purge", inventory=inv.root, wait=False)
@@ -79,3 +82,5 @@ def test_rollback_killed_halfway_finishes_on_rerun(env: Env, lab_inventory: Inve
     parked = list(made.platform().search(f"OU=Deaktivert,{inv.platform.directory.base_dn}", "(objectClass=user)"))
     made.close()
     assert parked == []  # --purge deleted the accounts instead of parking them
+    # the config host exactly as before: every config as it was, no .previous or temporary file left
+    assert {p.name: p.read_bytes() for p in config_host.iterdir()} == devices_before
