@@ -17,6 +17,7 @@ from prefect.futures import PrefectFuture, wait
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from ikomm.inventory import load_inventory
+from ikomm.leases import Lease
 from ikomm.ledger import Ledger, url_for
 from ikomm.migration import WaveRun
 from ikomm.rollback import UserRollback, rollback_user
@@ -54,9 +55,9 @@ def rollback_flow(
     inv = load_inventory(Path(inventory))
     run = WaveRun(inv, load_wave(Path(row["file"]), inv), ledger, Path(state_dir))
     RUNS[wave_id] = run
-    keys = [
+    keys = [  # the users this wave owns now: not those it skipped, nor those a later wave took
         u.key
-        for u in ledger.users(wave_id)
+        for u in ledger.owned(wave_id)
         if (not users or u.key in users) and (not municipality or u.muni == municipality)
     ]
     try:
@@ -92,8 +93,9 @@ def _report(wave_id: str, reports: list[dict[str, Any]]) -> str:
 
 
 def run_rollback(wave_id: str, **kwargs: Any) -> list[UserRollback]:
-    """Run the rollback flow in this process, tagged with the wave."""
-    with tags(f"wave:{wave_id}", "rollback"):
+    """Run the rollback flow in this process, as the wave's one writer, tagged with the wave."""
+    ledger = Ledger(url_for(Path(str(kwargs["state_dir"]))))
+    with Lease(ledger, f"wave:{wave_id}"), tags(f"wave:{wave_id}", "rollback"):
         concurrency = int(kwargs.get("concurrency", 8))
         runner = cast(TaskRunner[PrefectFuture[Any]], ThreadPoolTaskRunner(max_workers=concurrency))
         flow_ = rollback_flow.with_options(task_runner=runner)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -30,11 +31,14 @@ from prefect.input import RunInput
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.limits import leased
-from ikomm.inventory import load_inventory
-from ikomm.ledger import FINAL, Ledger, url_for
+from ikomm.errors import ConflictError
+from ikomm.inventory import Inventory, load_inventory
+from ikomm.leases import Lease, live_waves
+from ikomm.ledger import FINAL, Ledger, Opening, url_for
 from ikomm.migration import LocalGate, WaveRun
+from ikomm.policy import left_out_reason, ready_by
 from ikomm.report import summary_markdown, table_rows
-from ikomm.waves import load_wave
+from ikomm.waves import Wave, load_wave
 from tasks.user import RUNS, move_user, with_wave_retries
 
 APPROVAL_TIMEOUT = 7 * 24 * 3600
@@ -126,7 +130,8 @@ def wave_flow(
     inv = load_inventory(Path(inventory))
     wave = load_wave(Path(wave_file), inv)
     ledger = Ledger(url_for(Path(state_dir)))  # from the environment: a URL may carry a password
-    ledger.open_wave(wave.id, [(u.key, u.muni, u.user.legacy_id) for u in wave.users], file=str(wave.path.resolve()))
+    if ledger.wave(wave.id) is None:
+        raise ConflictError(f"wave {wave.id} is not open in the ledger: start it with run_wave (`ikomm wave run`)")
     ledger.set_wave(wave.id, "running")
     run = WaveRun(inv, wave, ledger, Path(state_dir))
     RUNS[wave.id] = run
@@ -218,15 +223,70 @@ def _ask(run: WaveRun, ledger: Ledger) -> bool:
     return bool(answer.approved)
 
 
-def run_wave(wave_file: Path, inventory: Path, state_dir: Path, auto_approve: bool) -> dict[str, Any]:
-    """Run the wave flow in this process, tagged with the wave and its municipalities."""
+def run_wave(
+    wave_file: Path,
+    inventory: Path,
+    state_dir: Path,
+    auto_approve: bool,
+    include: tuple[str, ...] = (),
+    take_open: bool = False,
+) -> dict[str, Any]:
+    """Run the wave flow in this process, as the wave's one writer, tagged with the wave and its municipalities.
+
+    Before the flow starts: the wave's lease (ConflictError if a live process runs it), then where
+    each user stands (`Ledger.open_wave`): users moved by another wave skipped, users held, failed,
+    rolled back or left out elsewhere taken, held users whose applications are ready now taken again,
+    users in `include` states taken again, users open in another wave refused unless take_open.
+    """
     inv = load_inventory(inventory)
     wave = load_wave(wave_file, inv)
-    with tags(f"wave:{wave.id}", *(f"municipality:{m}" for m in wave.spec.municipalities)):
-        result: dict[str, Any] = wave_flow(
-            wave.id, str(wave_file.resolve()), str(inventory.resolve()), str(state_dir), auto_approve
-        )
+    ledger = Ledger(url_for(state_dir))
+    with Lease(ledger, f"wave:{wave.id}") as lease:
+        opening = open_wave(ledger, inv, wave, include, take_open)
+        with tags(f"wave:{wave.id}", *(f"municipality:{m}" for m in wave.spec.municipalities)):
+            result: dict[str, Any] = wave_flow(
+                wave.id, str(wave_file.resolve()), str(inventory.resolve()), str(state_dir), auto_approve
+            )
+    result["opening"] = {
+        "new": opening.new,
+        "skipped": len(opening.skipped),
+        "taken": len(opening.taken),
+        "requeued": len(opening.requeued),
+        "left_out": len(opening.left_out),
+        "took_over_from": lease.took_over,
+    }
     return result
+
+
+def open_wave(
+    ledger: Ledger, inv: Inventory, wave: Wave, include: tuple[str, ...] = (), take_open: bool = False
+) -> Opening:
+    """Settle where each of the wave's users stands (policy, readiness, other waves); ConflictError if refused."""
+    today = datetime.now(UTC).date()
+    opts = wave.spec.options
+    left_out = {
+        wu.key: why for wu in wave.users if (why := left_out_reason(wu.user, opts.include_disabled)) is not None
+    }
+    ready = frozenset(wu.key for wu in wave.users if ready_by(inv, wu.muni, wu.user, today))
+    opening = ledger.open_wave(
+        wave.id,
+        [(u.key, u.muni, u.user.legacy_id) for u in wave.users],
+        file=str(wave.path.resolve()),
+        left_out=left_out,
+        include=include,
+        ready=ready,
+        take_open=take_open,
+        live=live_waves(ledger),
+    )
+    if opening.refused:
+        listed = "; ".join(f"{k} ({state} in wave {w})" for k, w, state in opening.refused[:10])
+        more = f" and {len(opening.refused) - 10} more" if len(opening.refused) > 10 else ""
+        raise ConflictError(
+            f"wave {wave.id}: {len(opening.refused)} user(s) are in another wave that is still open: {listed}{more}. "
+            "Finish or roll back that wave first, or take them with --take-from-open-waves (refused while that "
+            "wave is running)"
+        )
+    return opening
 
 
 def approve_wave(wave_id: str, approval: dict[str, Any]) -> str:

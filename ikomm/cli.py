@@ -242,6 +242,7 @@ def _print_status(lab: Lab) -> None:
 
 def main() -> None:
     """Entry point of the `ikomm` console script."""
+    import ikomm.cli_campaign  # registers campaign
     import ikomm.cli_rollback  # registers rollback and verify
     import ikomm.cli_wave  # noqa: F401  (registers wave, server and status)
 

@@ -16,7 +16,7 @@ from rich.table import Table
 from ikomm import server
 from ikomm.cli import InventoryDir, JsonFlag, _fail, _load, app, console, err, styled
 from ikomm.errors import IkommError
-from ikomm.ledger import FINAL, Ledger, url_for
+from ikomm.ledger import FINAL, TAKEABLE, Ledger, url_for
 
 wave_app = typer.Typer(help="Run waves, follow them, approve their cutover.", no_args_is_help=True)
 server_app = typer.Typer(help="The local Prefect server the waves report to.", no_args_is_help=True)
@@ -90,7 +90,13 @@ def wave_run(
     wave_file: Annotated[Path, typer.Argument(help="waves/<id>.yaml")],
     inventory: InventoryDir = Path("inventory"),
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Approve the cutover (lab and tests).")] = False,
-    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Try the failed (undone) users again.")] = False,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Same as --include failed.")] = False,
+    include: Annotated[
+        str, typer.Option(help="Take this wave's users in these states again, e.g. held,rolled_back,failed.")
+    ] = "",
+    take_from_open_waves: Annotated[
+        bool, typer.Option("--take-from-open-waves", help="Take users another (not running) wave left open.")
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Run (or resume) a wave: prepare, approval gate, cutover; a live view of users per stage."""
@@ -101,6 +107,11 @@ def wave_run(
         wave = load_wave(wave_file, inv)
     except IkommError as exc:
         raise _fail(exc) from None
+    states = tuple(s.strip() for s in include.split(",") if s.strip()) + (("failed",) if retry_failed else ())
+    wrong = [s for s in states if s not in TAKEABLE]
+    if wrong:
+        err.print(f"error: --include {','.join(wrong)}: choose from {', '.join(TAKEABLE)}")
+        raise typer.Exit(2)
     window = wave.spec.window
     if window is not None and not window.contains():
         err.print(styled(("warning:", "yellow"), f" now is outside the wave's window ({window.start} to {window.end})"))
@@ -110,21 +121,20 @@ def wave_run(
         raise _fail(exc) from None
     from flows.wave import run_wave
 
-    url = ledger_url()
-    if retry_failed and Ledger(url).wave(wave.id):
-        err.print(f"{Ledger(url).retry_failed(wave.id)} failed user(s) will be tried again")
+    ledger = Ledger(ledger_url())  # before the worker opens its own: one creates the tables, not both at once
     outcome: dict[str, Any] = {}
     failure: list[BaseException] = []
 
     def work() -> None:
         try:
-            outcome.update(run_wave(wave_file, inventory, server.state_dir(), auto_approve))
+            outcome.update(
+                run_wave(wave_file, inventory, server.state_dir(), auto_approve, states, take_from_open_waves)
+            )
         except BaseException as exc:  # shown by the main thread
             failure.append(exc)
 
     worker = threading.Thread(target=work, name=f"wave-{wave.id}", daemon=True)
     worker.start()
-    ledger = Ledger(url)
     if as_json or not console.is_terminal:
         worker.join()
     else:
@@ -150,6 +160,18 @@ def wave_run(
         console.print_json(json.dumps(result))
     else:
         console.print(f"wave {wave.id}: {outcome.get('state')} {outcome.get('reason', '')}".rstrip())
+        opening = outcome.get("opening") or {}
+        said = {
+            "skipped": "skipped (already moved by another wave)",
+            "taken": "taken from earlier waves (held, failed, rolled back or left out there)",
+            "requeued": "taken again in this wave",
+            "left_out": "left out by policy (disabled in the legacy system)",
+        }
+        for key, text in said.items():
+            if opening.get(key):
+                console.print(f"  {opening[key]} user(s) {text}")
+        if opening.get("took_over_from"):
+            console.print(f"  resumed after an earlier run that ended without closing ({opening['took_over_from']})")
         if outcome.get("changed") is False:
             console.print("nothing changed: every user was already in a final state")
         console.print(f"initial passwords (root only): {result['credentials']}")
@@ -206,7 +228,14 @@ def user_status(
     if not found:
         err.print(styled(("error:", "red"), f" no user {user!r} in the ledger {ledger.shown}"))
         raise typer.Exit(2)
-    out: list[dict[str, Any]] = [{"user": u.__dict__, "events": ledger.events(u.key)} for u in found]
+    out: list[dict[str, Any]] = [
+        {
+            "user": u.__dict__,
+            "waves": [{"wave": h.wave, "state": h.state, "reason": h.reason} for h in ledger.history(u.key)],
+            "events": ledger.events(u.key),
+        }
+        for u in found
+    ]
     if as_json:
         console.print_json(json.dumps(out))
         return
@@ -222,8 +251,11 @@ def user_status(
         table = Table()
         for col in ("when (UTC)", "state", "stage", "what"):
             table.add_column(col, overflow="fold")
+        if len(item["waves"]) > 1:
+            console.print("  waves: " + "; ".join(f"{h['wave']}: {h['state']}" for h in item["waves"]))
+        table.add_column("wave", overflow="fold")
         for e in item["events"]:
-            table.add_row(e["at"], e["state"], e["stage"], e["message"])
+            table.add_row(e["at"], e["state"], e["stage"], e["message"], e["wave"])
         console.print(table)
 
 

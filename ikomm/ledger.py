@@ -2,10 +2,14 @@
 
 SQLite in WAL mode by default; any SQLAlchemy URL (PostgreSQL in particular) for scale-out. Tables:
 
-    waves    one row a wave: state, approval, when it started and ended
-    users    one row a user: the wave, the state (pending, running, migrated, verified, failed,
-             rolled_back), the stage it is in, the reason of a failure, the platform account name
-    events   the history of every state change: "what happened to user X, and when?"
+    waves       one row a wave: state, approval, when it started and ended
+    users       one row a user: where the user is now: the wave that owns them, the state (pending,
+                running, migrated, verified, failed, held, rolled_back, left_out), the stage, the
+                reason, the platform account name
+    wave_users  one row a (wave, user): what became of the user in that wave (the states above, or
+                skipped: moved by another wave; handed_over: taken by a later wave): the history
+    events      every state change, with its wave: "what happened to user X, and when?"
+    leases      one writer per wave: the process running it, renewed while it lives
     changes  each change to an outside system: planned before it is made, done after, undone by a
              rollback; `undo` holds what is needed to reverse it (previous values, previous device
              config, memberships added, files written)
@@ -19,9 +23,10 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,8 +34,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-STATES = ("pending", "running", "migrated", "verified", "failed", "held", "rolled_back")
-FINAL = ("verified", "failed", "held", "rolled_back")
+from ikomm.errors import ConflictError
+
+STATES = ("pending", "running", "migrated", "verified", "failed", "held", "rolled_back", "left_out")
+WAVE_ONLY = ("skipped", "handed_over")  # a wave's row only: the user is, or went, elsewhere
+FINAL = ("verified", "failed", "held", "rolled_back", "left_out", *WAVE_ONLY)
+TAKEABLE = ("held", "failed", "rolled_back", "left_out")  # not moved, and no wave working on them
 
 meta = sa.MetaData()
 waves_t = sa.Table(
@@ -92,6 +101,28 @@ changes_t = sa.Table(
     sa.Column("done", sa.String(32), nullable=True),
     sa.UniqueConstraint("key", "stage", "kind", "target", name="one_change"),
 )
+wave_users_t = sa.Table(
+    "wave_users",
+    meta,
+    sa.Column("wave", sa.String(64), primary_key=True),
+    sa.Column("key", sa.String(128), primary_key=True),
+    sa.Column("muni", sa.String(64), nullable=False),
+    sa.Column("legacy_id", sa.String(64), nullable=False),
+    sa.Column("account", sa.String(64), nullable=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("stage", sa.String(32), nullable=False, default=""),
+    sa.Column("reason", sa.Text, nullable=False, default=""),
+    sa.Column("updated", sa.String(32), nullable=False),
+    sa.Index("wave_users_key", "key"),
+)
+leases_t = sa.Table(
+    "leases",
+    meta,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("holder", sa.String(256), nullable=False),
+    sa.Column("since", sa.String(32), nullable=False),
+    sa.Column("renewed", sa.Float, nullable=False),
+)
 handovers_t = sa.Table(
     "handovers",
     meta,
@@ -121,7 +152,10 @@ def masked(url: str) -> str:
 
 # The statements a wave runs for every user and change, built once and bound at execution: building
 # them per call made a state change or a recorded change cost 0.5 ms of CPU instead of 0.1 ms.
-_USER_SET = users_t.update().where(users_t.c.key == sa.bindparam("k"))
+_USER_SET = users_t.update().where(users_t.c.key == sa.bindparam("k"), users_t.c.wave == sa.bindparam("w"))
+_WAVE_USER_SET = wave_users_t.update().where(
+    wave_users_t.c.wave == sa.bindparam("w"), wave_users_t.c.key == sa.bindparam("k")
+)
 _USER_GET = sa.select(users_t).where(users_t.c.key == sa.bindparam("k"))
 _SNAPSHOT_GET = sa.select(snapshots_t.c.data).where(snapshots_t.c.key == sa.bindparam("k"))
 _USER_WAVE = sa.select(users_t.c.wave).where(users_t.c.key == sa.bindparam("k"))
@@ -154,6 +188,19 @@ class UserRow:
     updated: str
 
 
+@dataclass
+class Opening:
+    """What opening a wave found for its users: new, already here, taken from another wave, and not taken."""
+
+    new: int = 0
+    resumed: int = 0
+    requeued: list[str] = field(default_factory=list)  # taken again in this wave (--include, or now ready)
+    taken: list[tuple[str, str, str]] = field(default_factory=list)  # (user, from wave, state there)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (user, the wave that moved them)
+    left_out: list[str] = field(default_factory=list)
+    refused: list[tuple[str, str, str]] = field(default_factory=list)  # (user, open wave, state there)
+
+
 @dataclass(frozen=True)
 class ChangeRow:
     id: int
@@ -181,7 +228,7 @@ class Ledger:
         self.engine: Engine = sa.create_engine(url, future=True)
         if url.startswith("sqlite"):
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-        meta.create_all(self.engine)
+        _create_tables(self.engine)
         if database and database != ":memory:":
             _owner_only(Path(database))
         self._lock = threading.Lock() if url.startswith("sqlite") else None
@@ -197,42 +244,105 @@ class Ledger:
 
     # --- waves ----------------------------------------------------------------------------------
 
-    def open_wave(self, wave_id: str, users: list[tuple[str, str, str]], file: str | None = None) -> None:
-        """Create the wave (if new) and its users as pending (those already known keep their state)."""
+    def open_wave(
+        self,
+        wave_id: str,
+        users: list[tuple[str, str, str]],
+        file: str | None = None,
+        left_out: dict[str, str] | None = None,
+        include: tuple[str, ...] = (),
+        ready: frozenset[str] = frozenset(),
+        take_open: bool = False,
+        live: frozenset[str] = frozenset(),
+    ) -> Opening:
+        """Create the wave (if new) and settle where each of its users (key, muni, legacy_id) stands.
+
+        A user new to the ledger joins as pending (or left_out, with the policy's reason); one already
+        in this wave stays as it is, unless its state is in include, or it is held and in ready (its
+        applications are ready now): then it is taken again. A user another wave moved is skipped;
+        one held, failed, rolled back or left out elsewhere is taken; one open in another wave
+        (pending, running) is refused, and nothing is written, unless take_open (and that wave has
+        no live run, `live` names those): then the other wave's row says handed_over.
+        """
+        left_out = left_out or {}
+        opening = Opening()
+        at = now()
         with self._tx() as conn:
+            current = {
+                r.key: r
+                for chunk in _chunks([k for k, _, _ in users])
+                for r in conn.execute(sa.select(users_t).where(users_t.c.key.in_(chunk)))
+            }
+            mine = {r.key: r for r in conn.execute(sa.select(wave_users_t).where(wave_users_t.c.wave == wave_id))}
+            plans: list[tuple[str, str, str, str, Any]] = []  # (action, key, muni, legacy_id, current row)
+            for key, muni, legacy_id in users:
+                cur = current.get(key)
+                if cur is None:
+                    plans.append(("new", key, muni, legacy_id, None))
+                elif cur.wave == wave_id:
+                    again = cur.state in include or (cur.state == "held" and key in ready)
+                    policy_changed = cur.state == "left_out" and key not in left_out
+                    plans.append(("again" if again or policy_changed else "resume", key, muni, legacy_id, cur))
+                elif cur.state == "verified":
+                    plans.append(("skip", key, muni, legacy_id, cur))
+                elif cur.state in TAKEABLE or (take_open and cur.wave not in live):
+                    plans.append(("take", key, muni, legacy_id, cur))
+                else:
+                    opening.refused.append((key, cur.wave, cur.state))
+            if opening.refused:
+                return opening  # nothing written: the caller says why
             if conn.execute(sa.select(waves_t.c.id).where(waves_t.c.id == wave_id)).first() is None:
-                conn.execute(waves_t.insert().values(id=wave_id, state="running", detail="", started=now(), file=file))
-            known = {r[0] for r in conn.execute(sa.select(users_t.c.key).where(users_t.c.wave == wave_id))}
-            new = [
-                {
-                    "key": k,
-                    "wave": wave_id,
-                    "muni": m,
-                    "legacy_id": i,
-                    "state": "pending",
-                    "stage": "",
-                    "reason": "",
-                    "updated": now(),
-                }
-                for k, m, i in users
-                if k not in known
-            ]
-            if new:
-                conn.execute(users_t.insert(), new)
-                conn.execute(
-                    events_t.insert(),
-                    [
-                        {
-                            "key": u["key"],
-                            "wave": wave_id,
-                            "state": "pending",
-                            "stage": "",
-                            "message": "added to the wave",
-                            "at": u["updated"],
-                        }
-                        for u in new
-                    ],
-                )
+                conn.execute(waves_t.insert().values(id=wave_id, state="running", detail="", started=at, file=file))
+            for action, key, muni, legacy_id, cur in plans:
+                state = "left_out" if key in left_out else "pending"
+                reason = left_out.get(key, "")
+                row = {"muni": muni, "legacy_id": legacy_id, "state": state, "stage": "", "reason": reason}
+                if action == "resume":
+                    opening.resumed += 1
+                    if key not in mine:  # a ledger from before waves kept their own rows
+                        conn.execute(wave_users_t.insert().values(wave=wave_id, key=key, **_row(cur), updated=at))
+                    continue
+                if action == "skip":
+                    opening.skipped.append((key, cur.wave))
+                    message = f"skipped: already moved by wave {cur.wave} ({cur.updated[:10]})"
+                    self._wave_row(conn, mine, wave_id, key, at, **{**row, "state": "skipped", "reason": message})
+                    conn.execute(_EVENT_ADD, _event(key, wave_id, "skipped", "", message, at))
+                    continue
+                if action == "new":
+                    opening.new += 1
+                    conn.execute(users_t.insert().values(key=key, wave=wave_id, account=None, updated=at, **row))
+                    message = reason or "added to the wave"
+                else:
+                    before = f"{cur.state} in wave {cur.wave}" if cur.wave != wave_id else cur.state
+                    cas = conn.execute(
+                        users_t.update()
+                        .where(users_t.c.key == key, users_t.c.wave == cur.wave, users_t.c.state == cur.state)
+                        .values(wave=wave_id, updated=at, **row)
+                    )
+                    if cas.rowcount != 1:
+                        raise ConflictError(f"{key} changed while wave {wave_id} was opening; run it again")
+                    if cur.wave != wave_id:
+                        opening.taken.append((key, cur.wave, cur.state))
+                        if cur.state not in TAKEABLE:  # taken from an open wave, as the lead asked
+                            conn.execute(
+                                _WAVE_USER_SET,
+                                {"w": cur.wave, "k": key, "state": "handed_over", "reason": f"taken by {wave_id}"},
+                            )
+                    else:
+                        opening.requeued.append(key)
+                    message = reason or f"taken again (was {before})"
+                if state == "left_out":
+                    opening.left_out.append(key)
+                self._wave_row(conn, mine, wave_id, key, at, **row)
+                conn.execute(_EVENT_ADD, _event(key, wave_id, state, "", message, at))
+        return opening
+
+    @staticmethod
+    def _wave_row(conn: sa.Connection, mine: dict[str, Any], wave_id: str, key: str, at: str, **row: Any) -> None:
+        if key in mine:
+            conn.execute(_WAVE_USER_SET, {"w": wave_id, "k": key, "updated": at, **row})
+        else:
+            conn.execute(wave_users_t.insert().values(wave=wave_id, key=key, account=None, updated=at, **row))
 
     def wave(self, wave_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
@@ -266,12 +376,57 @@ class Ledger:
             row = conn.execute(sa.select(handovers_t).where(handovers_t.c.wave == wave_id)).mappings().first()
         return dict(row) if row else None
 
-    def retry_failed(self, wave_id: str) -> int:
-        """Put the wave's failed users (already undone) back to pending; return how many."""
-        failed = [u for u in self.users(wave_id) if u.state == "failed"]
-        for u in failed:
-            self.set_user(u.key, "pending", "", "retry requested", wave=wave_id)
-        return len(failed)
+    # --- leases: one writer per wave ---------------------------------------------------------------
+
+    def acquire_lease(
+        self, name: str, holder: str, alive: Callable[[str, float], bool], describe: Callable[[str], str]
+    ) -> str | None:
+        """Take the lease for holder; the holder it took over from (a dead one), if any.
+
+        ConflictError if a live holder has it. Each step is one atomic statement (an insert, or an
+        update that succeeds only if the row is still as read), so two processes never both win.
+        """
+        stamp = time.time()
+        try:
+            with self._tx() as conn:
+                conn.execute(leases_t.insert().values(name=name, holder=holder, since=now(), renewed=stamp))
+            return None
+        except sa.exc.IntegrityError:
+            pass
+        with self._tx() as conn:
+            row = conn.execute(sa.select(leases_t).where(leases_t.c.name == name)).first()
+            if row is None:
+                raise ConflictError(f"{name}: the lease changed hands just now; run again")
+            if row.holder != holder and alive(row.holder, row.renewed):
+                raise ConflictError(
+                    f"{name.replace(':', ' ')} is being run by {describe(row.holder)} since {row.since[:19]} UTC; "
+                    "one run at a time (wait for it, or stop it: a killed run gives the wave up at once)"
+                )
+            taken = conn.execute(
+                leases_t.update()
+                .where(leases_t.c.name == name, leases_t.c.holder == row.holder, leases_t.c.renewed == row.renewed)
+                .values(holder=holder, since=now(), renewed=stamp)
+            )
+            if taken.rowcount != 1:
+                raise ConflictError(f"{name}: another process took the lease just now; run again")
+        return None if row.holder == holder else str(row.holder)
+
+    def renew_lease(self, name: str, holder: str) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                leases_t.update()
+                .where(leases_t.c.name == name, leases_t.c.holder == holder)
+                .values(renewed=time.time())
+            )
+
+    def release_lease(self, name: str, holder: str) -> None:
+        with self._tx() as conn:
+            conn.execute(leases_t.delete().where(leases_t.c.name == name, leases_t.c.holder == holder))
+
+    def leases(self) -> list[tuple[str, str, float]]:
+        """(name, holder, last renewed) of every lease held or left behind."""
+        with self.engine.connect() as conn:
+            return [(r.name, r.holder, r.renewed) for r in conn.execute(sa.select(leases_t))]
 
     # --- snapshots ------------------------------------------------------------------------------
 
@@ -296,7 +451,7 @@ class Ledger:
             raise ValueError(f"unknown state {state!r}")
         at = now()
         values: dict[str, Any] = {"state": state, "stage": stage, "updated": at}
-        values["reason"] = message if state in ("failed", "held") else ""
+        values["reason"] = message if state in ("failed", "held", "left_out") else ""
         if account is not None:
             values["account"] = account
         with self._tx() as conn:
@@ -305,11 +460,13 @@ class Ledger:
                 if row is None:
                     raise KeyError(key)
                 wave = str(row[0])
-            if conn.execute(_USER_SET, {"k": key, **values}).rowcount != 1:
-                raise KeyError(key)
-            conn.execute(
-                _EVENT_ADD, {"key": key, "wave": wave, "state": state, "stage": stage, "message": message, "at": at}
-            )
+            if conn.execute(_USER_SET, {"k": key, "w": wave, **values}).rowcount != 1:
+                owner = conn.execute(_USER_WAVE, {"k": key}).first()
+                if owner is None:
+                    raise KeyError(key)
+                raise ConflictError(f"{key} belongs to wave {owner[0]} now, not {wave}: this wave may not change it")
+            conn.execute(_WAVE_USER_SET, {"k": key, "w": wave, **values})
+            conn.execute(_EVENT_ADD, _event(key, wave, state, stage, message, at))
         return at
 
     def user(self, key: str) -> UserRow | None:
@@ -318,9 +475,36 @@ class Ledger:
         return UserRow(**row) if row else None
 
     def users(self, wave_id: str) -> list[UserRow]:
+        """The wave's users and what became of each in this wave (the wave's own rows)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(wave_users_t).where(wave_users_t.c.wave == wave_id).order_by(wave_users_t.c.key)
+            )
+            return [UserRow(**r) for r in rows.mappings()]
+
+    def owned(self, wave_id: str) -> list[UserRow]:
+        """The users this wave owns now (not those it skipped or another wave took since)."""
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(users_t).where(users_t.c.wave == wave_id).order_by(users_t.c.key))
             return [UserRow(**r) for r in rows.mappings()]
+
+    def everyone(self) -> list[UserRow]:
+        """Every user the ledger knows, where each stands now."""
+        with self.engine.connect() as conn:
+            return [UserRow(**r) for r in conn.execute(sa.select(users_t).order_by(users_t.c.key)).mappings()]
+
+    def history(self, key: str) -> list[UserRow]:
+        """The user's row in every wave that selected them, oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(wave_users_t).where(wave_users_t.c.key == key).order_by(wave_users_t.c.updated)
+            )
+            return [UserRow(**r) for r in rows.mappings()]
+
+    def waves(self) -> list[dict[str, Any]]:
+        """Every wave the ledger knows, oldest first."""
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(sa.select(waves_t).order_by(waves_t.c.started)).mappings()]
 
     def find_users(self, text: str) -> list[UserRow]:
         """Users whose key, legacy id or account name equals text (the helpdesk's search)."""
@@ -334,13 +518,19 @@ class Ledger:
             rows = conn.execute(sa.select(events_t).where(events_t.c.key == key).order_by(events_t.c.id))
             return [dict(r) for r in rows.mappings()]
 
+    def moved_days(self) -> dict[str, str]:
+        """User -> the day (UTC, ISO) of their last verification."""
+        c = events_t.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(c.key, sa.func.max(c.at)).where(c.state == "verified").group_by(c.key))
+            return {key: str(at)[:10] for key, at in rows}
+
     def counts(self, wave_id: str) -> dict[tuple[str, str], int]:
-        """(municipality, state) -> number of users."""
+        """(municipality, state) -> number of the wave's users."""
+        c = wave_users_t.c
         with self.engine.connect() as conn:
             rows = conn.execute(
-                sa.select(users_t.c.muni, users_t.c.state, sa.func.count())
-                .where(users_t.c.wave == wave_id)
-                .group_by(users_t.c.muni, users_t.c.state)
+                sa.select(c.muni, c.state, sa.func.count()).where(c.wave == wave_id).group_by(c.muni, c.state)
             )
             return {(m, s): n for m, s, n in rows}
 
@@ -404,6 +594,35 @@ class Ledger:
         with self.engine.connect() as conn:
             rows = conn.execute(query.order_by(c.id.desc())).mappings()
             return [ChangeRow(**{**r, "undo": json.loads(r["undo"])}) for r in rows]
+
+
+_CREATING = threading.Lock()
+
+
+def _create_tables(engine: Engine) -> None:
+    """Create the tables that are missing; another thread or process creating them at the same time is fine."""
+    with _CREATING:
+        try:
+            meta.create_all(engine)
+        except sa.exc.OperationalError as exc:  # created by another process between the check and the CREATE
+            if "already exists" not in str(exc):
+                raise
+            meta.create_all(engine)
+
+
+def _event(key: str, wave: str, state: str, stage: str, message: str, at: str) -> dict[str, str]:
+    return {"key": key, "wave": wave, "state": state, "stage": stage, "message": message, "at": at}
+
+
+def _row(user: Any) -> dict[str, Any]:
+    """The per-wave columns of a users row."""
+    return {k: getattr(user, k) for k in ("muni", "legacy_id", "account", "state", "stage", "reason")}
+
+
+def _chunks(items: list[str], size: int = 500) -> Iterator[list[str]]:
+    """items in slices small enough for an IN (...) on any database."""
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
 
 
 def _owner_only(database: Path) -> None:

@@ -748,6 +748,8 @@ def run_user(run: WaveRun, wu: WaveUser, phase: str, final_attempt: bool = True)
     if phase not in PHASES:
         raise ValueError(f"unknown phase {phase!r}")
     row = run.ledger.user(wu.key)
+    if row is not None and row.wave != run.wave.id:
+        return "skipped"  # another wave owns this user now: never write to them from here
     if row is not None and row.state in FINAL:
         return row.state
     prepared = row is not None and row.stage == "prepared"

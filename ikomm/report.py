@@ -20,10 +20,13 @@ def summary_markdown(ledger: Ledger, wave_id: str, inv: Inventory) -> str:
     lines = [f"# Wave {wave_id}", "", f"State: **{wave.get('state', '?')}** {wave.get('detail', '')}".rstrip(), ""]
     lines += ["| municipality | state | users |", "|---|---|---|"]
     lines += [f"| {r['municipality']} | {r['state']} | {r['users']} |" for r in table_rows(ledger, wave_id)]
-    trouble = [u for u in users if u.state in ("failed", "held")]
+    trouble = [u for u in users if u.state in ("failed", "held", "left_out")]
     if trouble:
         lines += ["", f"## Not moved ({len(trouble)})", "", "| user | state | reason |", "|---|---|---|"]
         lines += [f"| {u.key} | {u.state} | {u.reason.replace('|', '/')} |" for u in trouble]
+    skipped = [u for u in users if u.state == "skipped"]
+    if skipped:
+        lines += ["", f"{len(skipped)} user(s) skipped: already moved by an earlier wave."]
     unmapped: dict[str, int] = {}
     for u in users:
         for event in ledger.events(u.key):

@@ -88,6 +88,7 @@ class Options(Model):
     preseed: bool = True
     retries: Annotated[int, Field(ge=0, le=5)] = 3
     retry_delay: Annotated[float, Field(gt=0, le=600)] = 2.0
+    include_disabled: bool = False  # users disabled in the legacy system are left out unless this says so
 
 
 class WaveFile(Model):

@@ -1,0 +1,74 @@
+"""One writer per wave: a lease in the ledger, held by the process that runs (or rolls back) the wave.
+
+The holder is `host:pid:start-time`. On the same host a holder is alive while that very process is
+(a pid reused by another process has another start time), so a run killed with `kill -9` gives the
+lease up to the next run at once; from another host, while it renewed the lease within TTL seconds.
+The holder renews every TTL/4 seconds from a background thread.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from types import TracebackType
+
+from ikomm.ledger import Ledger
+
+TTL = 60.0
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat), or None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def this_process() -> str:
+    """This process as a lease holder: host:pid:start-time."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}"
+
+
+def alive(holder: str, renewed: float, ttl: float = TTL) -> bool:
+    """Whether the holder still runs: the process itself on this host, a recent renewal from another."""
+    host, pid, started = holder.rsplit(":", 2)
+    if host == socket.gethostname():
+        return _start_time(int(pid)) == started
+    return time.time() - renewed < ttl
+
+
+def describe(holder: str) -> str:
+    host, pid, _ = holder.rsplit(":", 2)
+    return f"process {pid} on {host}"
+
+
+class Lease:
+    """Hold the ledger's lease `name` while inside; ConflictError if a live process holds it."""
+
+    def __init__(self, ledger: Ledger, name: str) -> None:
+        self.ledger, self.name, self.holder = ledger, name, this_process()
+        self.took_over: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name=f"lease-{name}", daemon=True)
+
+    def __enter__(self) -> Lease:
+        self.took_over = self.ledger.acquire_lease(self.name, self.holder, alive, describe)
+        self._thread.start()
+        return self
+
+    def _renew(self) -> None:
+        while not self._stop.wait(TTL / 4):
+            self.ledger.renew_lease(self.name, self.holder)
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._stop.set()
+        self.ledger.release_lease(self.name, self.holder)
+
+
+def live_waves(ledger: Ledger) -> frozenset[str]:
+    """The waves a live process is running now."""
+    return frozenset(name.removeprefix("wave:") for name, holder, renewed in ledger.leases() if alive(holder, renewed))
