@@ -204,20 +204,26 @@ def plan_campaign(inv: Inventory, campaign: Campaign, moved: frozenset[str] = fr
                 by_dept[user.department].append(wu)
         current: PlannedWave | None = None
         for dept in sorted(by_dept):
-            members = sorted(by_dept[dept], key=lambda w: (site.get(w.user.device or "", "~"), w.user.legacy_id))
-            # a department that fits a night starts one if it does not fit the rest of this one; a
-            # larger one is split anyway, so it fills this night first
-            fresh = current is None or (len(members) <= cap and len(current.users) + len(members) > cap)
-            for wu in members:
-                full = fresh or current is None or len(current.users) >= cap
-                night = upcoming if full else current.night  # type: ignore[union-attr]
+            members = []
+            for wu in sorted(by_dept[dept], key=lambda w: (site.get(w.user.device or "", "~"), w.user.legacy_id)):
                 ready = ready_date(inv, muni, wu.user)
-                if ready is not None and ready > night:
-                    deferred.append((wu, ready))
-                    continue
-                if full:
+                if ready is not None and ready > upcoming:
+                    deferred.append((wu, ready))  # not ready by the next free night: the sweep
+                else:
+                    members.append((wu, ready))
+            if not members:
+                continue
+            # a department that fits a night starts one if it does not fit the rest of this one (or
+            # is not ready by this one's night); a larger one is split anyway: it fills this night first
+            fresh = (
+                current is None
+                or (len(members) <= cap and len(current.users) + len(members) > cap)
+                or any(ready is not None and ready > current.night for _, ready in members)
+            )
+            for wu, _ in members:
+                if fresh or current is None or len(current.users) >= cap:
                     current, fresh = open_night([muni]), False
-                current.users.append(wu)  # type: ignore[union-attr]
+                current.users.append(wu)
     if deferred:
         latest = max(ready for _, ready in deferred) + timedelta(days=spec.sweep_gap_days)
         calendar = nights(spec, max(latest, upcoming))

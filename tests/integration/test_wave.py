@@ -45,6 +45,8 @@ def check_systems(inv: Inventory, ledger: Ledger, wave_id: str) -> dict[str, int
     try:
         for row in ledger.users(wave_id):
             seen[row.state] = seen.get(row.state, 0) + 1
+            if row.state in ("skipped", "handed_over"):
+                continue  # another wave moved or took this user: checked under that wave
             user = next(u for u in inv.users[row.muni] if u.legacy_id == row.legacy_id)
             dns = _platform_account(made, inv, row.muni, row.legacy_id)
             legacy = made.legacy(row.muni).find_user(row.legacy_id)
