@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 APT_PACKAGES := slapd ldap-utils samba samba-ad-dc winbind openssh-server python3-venv
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: setup apt venv test lint unit integration demo bench lab-up lab-down clean
+.PHONY: setup apt venv test lint unit integration demo bench bench-campaign lab-up lab-down clean
 
 setup: apt venv
 
@@ -66,6 +66,10 @@ bench: setup
 	$(BIN)/python -m bench.lab_start
 	$(BIN)/python -m bench.connectors
 	$(BIN)/python -m bench.wave
+	$(BIN)/python -m bench.campaign
+
+bench-campaign: setup
+	$(BIN)/python -m bench.campaign
 
 clean:
 	-$(BIN)/ikomm lab down

@@ -30,8 +30,10 @@ from prefect.futures import wait
 from prefect.input import RunInput
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.campaign import publish_status
 from flows.limits import leased
-from ikomm.errors import ConflictError
+from ikomm.campaign import campaign_status, status_markdown, wave_files
+from ikomm.errors import ConflictError, IkommError
 from ikomm.inventory import Inventory, load_inventory
 from ikomm.leases import Lease, live_waves
 from ikomm.ledger import FINAL, Ledger, Opening, url_for
@@ -179,8 +181,17 @@ def wave_flow(
             key=f"wave-{wave.id}-summary".lower(),
             description=f"Wave {wave.id}: summary",
         )
+        _publish_campaign(inv, ledger, wave)
         RUNS.pop(wave.id, None)
         run.c.close()
+
+
+def _publish_campaign(inv: Inventory, ledger: Ledger, wave: Wave) -> None:
+    """The campaign-status artifact, from the wave files beside this one (a broken one only warns)."""
+    try:
+        publish_status(status_markdown(campaign_status(inv, ledger, wave_files(wave.path.parent, inv)), inv))
+    except IkommError as exc:
+        get_run_logger().warning("campaign status not published: %s", exc)
 
 
 def _over_budget(run: WaveRun) -> str:
@@ -300,8 +311,6 @@ def approve_wave(wave_id: str, approval: dict[str, Any]) -> str:
     )
     from prefect.client.schemas.objects import StateType
     from prefect.flow_runs import resume_flow_run
-
-    from ikomm.errors import ConflictError
 
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(

@@ -475,7 +475,7 @@ def report_html(status: Status, inv: Inventory, title: str, generated: str) -> s
         f"<p><strong>{moved} of {status.total} users moved</strong> ({100 * moved / max(status.total, 1):.1f} %). "
         f'<span class="muted">As of {escape(generated)}.</span></p>',
         _table(
-            ["municipality", *STATUS_STATES],
+            ["municipality", *(s.replace("_", " ") for s in STATUS_STATES)],
             [
                 [inv.municipalities[m].name, *(str(c.get(s, 0)) for s in STATUS_STATES)]
                 for m, c in status.by_municipality.items()
@@ -528,11 +528,11 @@ def _burn_up(planned: dict[str, int], moved: dict[str, int], target: int) -> str
         return '<p class="muted">Nothing planned or moved yet.</p>'
     first, last = date.fromisoformat(days[0]), date.fromisoformat(days[-1])
     span = max((last - first).days, 1)
-    width, height, left, bottom, top = 640, 240, 48, 28, 12
+    width, height, left, bottom, top, right = 660, 260, 48, 46, 12, 40
     top_value = max(target, 1)
 
     def x(day: str) -> float:
-        return left + (width - left - 12) * (date.fromisoformat(day) - first).days / span
+        return left + (width - left - right) * (date.fromisoformat(day) - first).days / span
 
     def y(value: int) -> float:
         return top + (height - top - bottom) * (1 - value / top_value)
@@ -544,28 +544,28 @@ def _burn_up(planned: dict[str, int], moved: dict[str, int], target: int) -> str
             total += counts[day]
             points.append(f"{x(day):.1f},{y(total):.1f}")
         if points:
-            points.append(f"{width - 12},{y(total):.1f}")
+            points.append(f"{width - right},{y(total):.1f}")
         return " ".join(points)
 
     ticks = []
     for day in _month_starts(first, last):
         ticks.append(
             f'<line x1="{x(day):.1f}" y1="{top}" x2="{x(day):.1f}" y2="{height - bottom}" stroke="#eee"/>'
-            f'<text x="{x(day):.1f}" y="{height - 10}" font-size="11" text-anchor="middle">{day[:7]}</text>'
+            f'<text x="{x(day):.1f}" y="{height - bottom + 14}" font-size="11" text-anchor="middle">{day[:7]}</text>'
         )
     return "\n".join(
         [
             f'<svg class="chart" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">',
             *ticks,
-            f'<line x1="{left}" y1="{y(target):.1f}" x2="{width - 12}" y2="{y(target):.1f}" stroke="#999" '
+            f'<line x1="{left}" y1="{y(target):.1f}" x2="{width - right}" y2="{y(target):.1f}" stroke="#999" '
             'stroke-dasharray="4 3"/>',
             f'<text x="{left - 6}" y="{y(target) + 4:.1f}" font-size="11" text-anchor="end">{target}</text>',
             f'<text x="{left - 6}" y="{y(0) + 4:.1f}" font-size="11" text-anchor="end">0</text>',
             f'<polyline fill="none" stroke="#8da0cb" stroke-width="2" points="{steps(planned)}"/>',
             f'<polyline fill="none" stroke="#1b9e77" stroke-width="3" points="{steps(moved)}"/>',
-            f'<text x="{left + 6}" y="{top + 12}" font-size="12" fill="#8da0cb">planned</text>',
-            f'<text x="{left + 70}" y="{top + 12}" font-size="12" fill="#1b9e77">moved</text>',
-            f'<text x="{left + 130}" y="{top + 12}" font-size="12" fill="#999">all users ({target})</text>',
+            f'<text x="{left}" y="{height - 6}" font-size="12" fill="#8da0cb">━ planned (by wave night)</text>',
+            f'<text x="{left + 300}" y="{height - 6}" font-size="12" fill="#1b9e77">━ moved (verified)</text>',
+            f'<text x="{left + 440}" y="{height - 6}" font-size="12" fill="#999">┅ users the policy moves</text>',
             "</svg>",
         ]
     )
