@@ -26,6 +26,7 @@ from ikomm import server
 from ikomm.campaign import wave_files
 from ikomm.inventory import load_inventory
 from ikomm.ledger import Ledger
+from ikomm.waves import Wave
 from lab.manager import Lab
 
 RESULTS = Path("bench-results")
@@ -79,44 +80,19 @@ def main() -> None:
     try:
         lab.up()
         t0 = time.monotonic()
+
+        def run_wave(wave: Wave, when: str) -> None:
+            argv = [sys.executable, "-m", "ikomm", "wave", "run", str(wave.path), "--auto-approve"]
+            code, seconds = run([*argv, "--inventory", str(copy)], env, log)
+            timings.append((wave.id, when, code, seconds))
+            console.print(f"{wave.id} ({when}): exit {code}, {seconds:.1f} s")
+
         for wave in [w for w in waves if "last-call" not in w.id]:
-            code, seconds = run(
-                [
-                    sys.executable,
-                    "-m",
-                    "ikomm",
-                    "wave",
-                    "run",
-                    str(wave.path),
-                    "--auto-approve",
-                    "--inventory",
-                    str(copy),
-                ],
-                env,
-                log,
-            )
-            timings.append((wave.id, "first run", code, seconds))
-            console.print(f"{wave.id}: exit {code}, {seconds:.1f} s")
+            run_wave(wave, "first run")
         apps = copy / "applications.yaml"  # the late applications are ready now
         apps.write_text(apps.read_text(encoding="utf-8").replace("ready_from: 2027-", "ready_from: 2026-"), "utf-8")
         for wave in sweeps:
-            code, seconds = run(
-                [
-                    sys.executable,
-                    "-m",
-                    "ikomm",
-                    "wave",
-                    "run",
-                    str(wave.path),
-                    "--auto-approve",
-                    "--inventory",
-                    str(copy),
-                ],
-                env,
-                log,
-            )
-            timings.append((wave.id, "applications ready", code, seconds))
-            console.print(f"{wave.id} (applications ready): exit {code}, {seconds:.1f} s")
+            run_wave(wave, "applications ready")
         total = time.monotonic() - t0
     finally:
         server.stop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -13,12 +13,27 @@ from rich.table import Table
 from ikomm import server
 from ikomm.cli import InventoryDir, JsonFlag, _fail, _load, app, console
 from ikomm.errors import IkommError
+from ikomm.inventory import Inventory
 from ikomm.ledger import Ledger, url_for
+
+if TYPE_CHECKING:
+    from ikomm.campaign import Status
 
 campaign_app = typer.Typer(help="Plan the whole campaign, follow it, report it.", no_args_is_help=True)
 app.add_typer(campaign_app, name="campaign")
 
 WavesDir = Annotated[Path, typer.Option("--waves", help="The folder of wave files.")]
+
+
+def _status(waves: Path, inventory: Path) -> tuple[Inventory, Status]:
+    """The inventory and the campaign's status from it, the wave files and the ledger (if any)."""
+    from ikomm.campaign import campaign_status, wave_files
+
+    inv = _load(inventory)
+    try:
+        return inv, campaign_status(inv, existing_ledger(), wave_files(waves, inv))
+    except IkommError as exc:
+        raise _fail(exc) from None
 
 
 def existing_ledger() -> Ledger | None:
@@ -104,13 +119,9 @@ def campaign_status_cmd(
     publish: Annotated[bool, typer.Option("--publish", help="Also as the Prefect artifact campaign-status.")] = False,
 ) -> None:
     """Every user accounted for: moved, in progress, held until when, failed, left out, planned, in no wave."""
-    from ikomm.campaign import STATUS_STATES, campaign_status, status_markdown, wave_files
+    from ikomm.campaign import STATUS_STATES, status_markdown
 
-    inv = _load(inventory)
-    try:
-        status = campaign_status(inv, existing_ledger(), wave_files(waves, inv))
-    except IkommError as exc:
-        raise _fail(exc) from None
+    inv, status = _status(waves, inventory)
     if publish:
         from ikomm.cli_wave import _use_local_server
 
@@ -149,13 +160,9 @@ def campaign_report(
     inventory: InventoryDir = Path("inventory"),
 ) -> None:
     """A self-contained HTML page with a burn-up chart per municipality, to mail to the municipalities."""
-    from ikomm.campaign import campaign_status, report_html, wave_files
+    from ikomm.campaign import report_html
 
-    inv = _load(inventory)
-    try:
-        status = campaign_status(inv, existing_ledger(), wave_files(waves, inv))
-    except IkommError as exc:
-        raise _fail(exc) from None
+    inv, status = _status(waves, inventory)
     out.mkdir(parents=True, exist_ok=True)
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     (out / "index.html").write_text(report_html(status, inv, "Ikomm: the migration campaign", generated), "utf-8")

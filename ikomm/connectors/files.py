@@ -368,10 +368,7 @@ def copy_tree(
             if under_blocked(rel):
                 continue
             path = posixpath.join(dst_root, rel)
-            try:
-                st = dst.lstat(path)
-            except FileNotFoundError:
-                st = None
+            st = _lstat(dst, path)
             if st is not None and stat.S_ISLNK(st.st_mode or 0) and dst.readlink(path) != link:
                 dst.remove(path)  # a link with other text: only the link goes, never what it points at
                 st = None
@@ -421,12 +418,17 @@ def _sha256(sftp: paramiko.SFTPClient, path: str, size: int) -> str:
     return digest.hexdigest()
 
 
+def _lstat(sftp: paramiko.SFTPClient, path: str) -> paramiko.SFTPAttributes | None:
+    """The entry itself (a link is not followed), or None if there is none."""
+    try:
+        return sftp.lstat(path)
+    except FileNotFoundError:
+        return None
+
+
 def _open_fresh(sftp: paramiko.SFTPClient, path: str) -> paramiko.SFTPFile:
     """Open path for writing as a new file (O_EXCL): a link planted there is removed first, never followed."""
-    try:
-        st = sftp.lstat(path)
-    except FileNotFoundError:
-        st = None
+    st = _lstat(sftp, path)
     if st is not None:
         if stat.S_ISDIR(st.st_mode or 0):
             raise IsADirectoryError(21, "a folder stands where the temporary file goes", path)
@@ -473,10 +475,7 @@ def _stream(
 
 def _ensure_folder(sftp: paramiko.SFTPClient, path: str, mode: int, owner: tuple[int, int] | None) -> str:
     """Make path a real folder without following links: 'folder', 'created', 'symlink' (replaced) or 'other'."""
-    try:
-        st = sftp.lstat(path)
-    except FileNotFoundError:
-        st = None
+    st = _lstat(sftp, path)
     if st is not None:
         if stat.S_ISDIR(st.st_mode or 0):
             return "folder"
