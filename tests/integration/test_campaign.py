@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
@@ -25,6 +26,13 @@ from tests.integration.test_wave import check_systems
 pytestmark = pytest.mark.integration
 
 OPTIONS = {"approval_required": False, "concurrency": 6, "retries": 1, "retry_delay": 0.2, "failure_budget": 1.0}
+
+
+@pytest.fixture(autouse=True)
+def restore_lab_after(lab: Lab) -> Iterator[None]:
+    """These tests move most of the lab's users; the tests after them expect the seeded world."""
+    yield
+    lab.up()
 
 
 def output(env: Env) -> str:

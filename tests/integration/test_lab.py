@@ -25,6 +25,12 @@ from lab.manager import Lab
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture(scope="module", autouse=True)
+def pristine(lab: Lab) -> None:
+    """These tests read the seeded world: start from the lab's cache, whatever ran before them."""
+    lab.up()
+
+
 def connect(inv: Inventory, d: DirectoryConfig, ca_file: str | None = None) -> ldap3.Connection:
     tls = ldap3.Tls(
         validate=ssl.CERT_REQUIRED,
