@@ -262,7 +262,8 @@ class Ledger:
         applications are ready now): then it is taken again. A user another wave moved is skipped;
         one held, failed, rolled back or left out elsewhere is taken; one open in another wave
         (pending, running) is refused, and nothing is written, unless take_open (and that wave has
-        no live run, `live` names those): then the other wave's row says handed_over.
+        no live run, `live` names those): then the other wave's row says handed_over. A user who
+        left this wave for the one working on them now is that wave's: left alone, not refused.
         """
         left_out = left_out or {}
         opening = Opening()
@@ -285,6 +286,8 @@ class Ledger:
                     plans.append(("again" if again or policy_changed else "resume", key, muni, legacy_id, cur))
                 elif cur.state == "verified":
                     plans.append(("skip", key, muni, legacy_id, cur))
+                elif key in mine and cur.state not in TAKEABLE:
+                    continue  # went from this wave to the one working on them now: theirs, not refused
                 elif cur.state in TAKEABLE or (take_open and cur.wave not in live):
                     plans.append(("take", key, muni, legacy_id, cur))
                 else:

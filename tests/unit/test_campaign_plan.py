@@ -180,6 +180,8 @@ def test_a_user_moves_once_across_waves(tmp_path: Path) -> None:
         ledger.set_user("oyer/b", "verified", "done", "moved", wave="w1")  # w1 may not write b any more
     with pytest.raises(ConflictError, match="belongs to wave w1"):
         ledger.set_user("oyer/a", "failed", "undone", "x", wave="w2")  # w2 skipped a: never writes it
+    rerun = ledger.open_wave("w1", users)  # w1 again, while w2 works on d: d is w2's, not refused
+    assert rerun.refused == [] and ledger.user("oyer/d").wave == "w2"  # type: ignore[union-attr]
 
 
 def test_requeue_and_ready_and_policy(tmp_path: Path) -> None:
