@@ -53,18 +53,27 @@ waves_t = sa.Table(
     sa.Column("started", sa.String(32), nullable=False),
     sa.Column("ended", sa.String(32), nullable=True),
 )
+
+
+def _place() -> list[sa.Column[Any]]:
+    """Where a user stands: the columns a user's present (users) and each wave's row (wave_users) share."""
+    return [
+        sa.Column("muni", sa.String(64), nullable=False),
+        sa.Column("legacy_id", sa.String(64), nullable=False),
+        sa.Column("account", sa.String(64), nullable=True),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("stage", sa.String(32), nullable=False, default=""),
+        sa.Column("reason", sa.Text, nullable=False, default=""),
+        sa.Column("updated", sa.String(32), nullable=False),
+    ]
+
+
 users_t = sa.Table(
     "users",
     meta,
     sa.Column("key", sa.String(128), primary_key=True),
     sa.Column("wave", sa.String(64), nullable=False, index=True),
-    sa.Column("muni", sa.String(64), nullable=False),
-    sa.Column("legacy_id", sa.String(64), nullable=False),
-    sa.Column("account", sa.String(64), nullable=True),
-    sa.Column("state", sa.String(16), nullable=False),
-    sa.Column("stage", sa.String(32), nullable=False, default=""),
-    sa.Column("reason", sa.Text, nullable=False, default=""),
-    sa.Column("updated", sa.String(32), nullable=False),
+    *_place(),
 )
 events_t = sa.Table(
     "events",
@@ -106,13 +115,7 @@ wave_users_t = sa.Table(
     meta,
     sa.Column("wave", sa.String(64), primary_key=True),
     sa.Column("key", sa.String(128), primary_key=True),
-    sa.Column("muni", sa.String(64), nullable=False),
-    sa.Column("legacy_id", sa.String(64), nullable=False),
-    sa.Column("account", sa.String(64), nullable=True),
-    sa.Column("state", sa.String(16), nullable=False),
-    sa.Column("stage", sa.String(32), nullable=False, default=""),
-    sa.Column("reason", sa.Text, nullable=False, default=""),
-    sa.Column("updated", sa.String(32), nullable=False),
+    *_place(),
     sa.Index("wave_users_key", "key"),
 )
 leases_t = sa.Table(
