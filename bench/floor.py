@@ -14,9 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ikomm.errors import IkommError
+from ikomm.errors import HeldError, IkommError
 from ikomm.inventory import load_inventory
-from ikomm.migration import HeldError, WaveRun, cutover, prepare
+from ikomm.migration import cutover, prepare
+from ikomm.wave_run import WaveRun
 from ikomm.waves import WaveUser, load_wave
 
 

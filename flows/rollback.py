@@ -19,8 +19,8 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from ikomm.inventory import load_inventory
 from ikomm.leases import Lease
 from ikomm.ledger import Ledger, url_for
-from ikomm.migration import WaveRun
-from ikomm.rollback import UserRollback, rollback_user
+from ikomm.rollback import UserRollback, owned_keys, rollback_user
+from ikomm.wave_run import WaveRun
 from ikomm.waves import load_wave
 from tasks.user import PER_USER, last_attempt, with_wave_retries
 
@@ -55,11 +55,7 @@ def rollback_flow(
     inv = load_inventory(Path(inventory))
     run = WaveRun(inv, load_wave(Path(row["file"]), inv), ledger, Path(state_dir))
     RUNS[wave_id] = run
-    keys = [  # the users this wave owns now: not those it skipped, nor those a later wave took
-        u.key
-        for u in ledger.owned(wave_id)
-        if (not users or u.key in users) and (not municipality or u.muni == municipality)
-    ]
+    keys = owned_keys(ledger, wave_id, users, municipality)
     try:
         futures = (
             with_wave_retries(roll_back_user, run).map(wave_id, keys, unmapped(list(stages or [])), purge, force)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -35,11 +34,11 @@ from flows.limits import leased
 from ikomm.campaign import campaign_status, status_markdown, wave_files
 from ikomm.errors import ConflictError, IkommError
 from ikomm.inventory import Inventory, load_inventory
-from ikomm.leases import Lease, live_waves
-from ikomm.ledger import FINAL, Ledger, Opening, url_for
-from ikomm.migration import LocalGate, WaveRun
-from ikomm.policy import left_out_reason, ready_by
+from ikomm.leases import Lease
+from ikomm.ledger import FINAL, Ledger, url_for
+from ikomm.opening import open_wave
 from ikomm.report import summary_markdown, table_rows
+from ikomm.wave_run import LocalGate, WaveRun
 from ikomm.waves import Wave, load_wave
 from tasks.user import RUNS, move_user, with_wave_retries
 
@@ -267,37 +266,6 @@ def run_wave(
         "took_over_from": lease.took_over,
     }
     return result
-
-
-def open_wave(
-    ledger: Ledger, inv: Inventory, wave: Wave, include: tuple[str, ...] = (), take_open: bool = False
-) -> Opening:
-    """Settle where each of the wave's users stands (policy, readiness, other waves); ConflictError if refused."""
-    today = datetime.now(UTC).date()
-    opts = wave.spec.options
-    left_out = {
-        wu.key: why for wu in wave.users if (why := left_out_reason(wu.user, opts.include_disabled)) is not None
-    }
-    ready = frozenset(wu.key for wu in wave.users if ready_by(inv, wu.muni, wu.user, today))
-    opening = ledger.open_wave(
-        wave.id,
-        [(u.key, u.muni, u.user.legacy_id) for u in wave.users],
-        file=str(wave.path.resolve()),
-        left_out=left_out,
-        include=include,
-        ready=ready,
-        take_open=take_open,
-        live=live_waves(ledger),
-    )
-    if opening.refused:
-        listed = "; ".join(f"{k} ({state} in wave {w})" for k, w, state in opening.refused[:10])
-        more = f" and {len(opening.refused) - 10} more" if len(opening.refused) > 10 else ""
-        raise ConflictError(
-            f"wave {wave.id}: {len(opening.refused)} user(s) are in another wave that is still open: {listed}{more}. "
-            "Finish or roll back that wave first, or take them with --take-from-open-waves (refused while that "
-            "wave is running)"
-        )
-    return opening
 
 
 def approve_wave(wave_id: str, approval: dict[str, Any]) -> str:

@@ -1,6 +1,7 @@
 """One exception tree for ikomm, split by what the caller does next.
 
     IkommError
+    ├── HeldError            not yet: the user waits for an application; nothing was written
     ├── TransientError       retry later: server down or busy, timeout, connection reset
     ├── ConflictError        needs a decision: entry exists, constraint violated, drift
     ├── InvalidInputError    fix the input: a file, a row, a field
@@ -18,6 +19,10 @@ from dataclasses import dataclass
 
 class IkommError(Exception):
     """Root of every error ikomm raises on purpose."""
+
+
+class HeldError(IkommError):
+    """The user cannot move yet (an application is not ready on the platform); nothing was written."""
 
 
 class TransientError(IkommError):

@@ -272,29 +272,10 @@ class Ledger:
         opening = Opening()
         at = now()
         with self._tx() as conn:
-            current = {
-                r.key: r
-                for chunk in _chunks([k for k, _, _ in users])
-                for r in conn.execute(sa.select(users_t).where(users_t.c.key.in_(chunk)))
-            }
-            mine = {r.key: r for r in conn.execute(sa.select(wave_users_t).where(wave_users_t.c.wave == wave_id))}
-            plans: list[tuple[str, str, str, str, Any]] = []  # (action, key, muni, legacy_id, current row)
-            for key, muni, legacy_id in users:
-                cur = current.get(key)
-                if cur is None:
-                    plans.append(("new", key, muni, legacy_id, None))
-                elif cur.wave == wave_id:
-                    again = cur.state in include or (cur.state == "held" and key in ready)
-                    policy_changed = cur.state == "left_out" and key not in left_out
-                    plans.append(("again" if again or policy_changed else "resume", key, muni, legacy_id, cur))
-                elif cur.state == "verified":
-                    plans.append(("skip", key, muni, legacy_id, cur))
-                elif key in mine and cur.state not in TAKEABLE:
-                    continue  # went from this wave to the one working on them now: theirs, not refused
-                elif cur.state in TAKEABLE or (take_open and cur.wave not in live):
-                    plans.append(("take", key, muni, legacy_id, cur))
-                else:
-                    opening.refused.append((key, cur.wave, cur.state))
+            settled = _settle(conn, wave_id, users, left_out, include, ready, take_open, live)
+            mine = settled.mine
+            plans = [p for p in settled.plans if p[0] not in ("theirs", "refused")]
+            opening.refused.extend((p[1], p[4].wave, p[4].state) for p in settled.plans if p[0] == "refused")
             if opening.refused:
                 return opening  # nothing written: the caller says why
             if conn.execute(sa.select(waves_t.c.id).where(waves_t.c.id == wave_id)).first() is None:
@@ -547,6 +528,12 @@ class Ledger:
         with self.engine.connect() as conn:
             return str(conn.execute(sa.select(changes_t.c.status).where(changes_t.c.id == change_id)).scalar_one())
 
+    def change_status_of(self, key: str, stage: str, kind: str, target: str) -> str | None:
+        """planned, done or undone for the change with this key, or None if it was never recorded."""
+        with self.engine.connect() as conn:
+            found = conn.execute(_CHANGE_FIND, {"k": key, "s": stage, "kd": kind, "t": target}).first()
+        return str(found[1]) if found else None
+
     def plan_change(
         self, key: str, wave_id: str, stage: str, system: str, kind: str, target: str, undo: dict[str, Any]
     ) -> int:
@@ -600,6 +587,50 @@ class Ledger:
         with self.engine.connect() as conn:
             rows = conn.execute(query.order_by(c.id.desc())).mappings()
             return [ChangeRow(**{**r, "undo": json.loads(r["undo"])}) for r in rows]
+
+
+@dataclass
+class _Settled:
+    plans: list[tuple[str, str, str, str, Any]]  # (action, key, muni, legacy_id, the user's row now)
+    mine: dict[str, Any]  # this wave's own rows, by key
+
+
+def _settle(
+    conn: sa.Connection,
+    wave_id: str,
+    users: list[tuple[str, str, str]],
+    left_out: dict[str, str],
+    include: tuple[str, ...],
+    ready: frozenset[str],
+    take_open: bool,
+    live: frozenset[str],
+) -> _Settled:
+    """Where each user of the wave stands and what opening the wave does with them (Ledger.open_wave)."""
+    current = {
+        r.key: r
+        for chunk in _chunks([k for k, _, _ in users])
+        for r in conn.execute(sa.select(users_t).where(users_t.c.key.in_(chunk)))
+    }
+    mine = {r.key: r for r in conn.execute(sa.select(wave_users_t).where(wave_users_t.c.wave == wave_id))}
+    plans: list[tuple[str, str, str, str, Any]] = []
+    for key, muni, legacy_id in users:
+        cur = current.get(key)
+        if cur is None:
+            action = "new"
+        elif cur.wave == wave_id:
+            again = cur.state in include or (cur.state == "held" and key in ready)
+            policy_changed = cur.state == "left_out" and key not in left_out
+            action = "again" if again or policy_changed else "resume"
+        elif cur.state == "verified":
+            action = "skip"
+        elif key in mine and cur.state not in TAKEABLE:
+            action = "theirs"  # went from this wave to the one working on them now: theirs, not refused
+        elif cur.state in TAKEABLE or (take_open and cur.wave not in live):
+            action = "take"
+        else:
+            action = "refused"
+        plans.append((action, key, muni, legacy_id, cur))
+    return _Settled(plans, mine)
 
 
 _CREATING = threading.Lock()

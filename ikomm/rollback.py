@@ -14,15 +14,27 @@ only with `purge`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
-from ikomm.connectors.devices import settings
+from ikomm.changes import ALREADY, from_record
 from ikomm.errors import IkommError, TransientError
-from ikomm.migration import WaveRun, _ldap_for, _undo_one, set_state
+from ikomm.ledger import Ledger
 from ikomm.snapshot import differences, take
+from ikomm.wave_run import WaveRun, set_state
 from ikomm.waves import WaveUser
 
 STAGES = ("account", "entitle", "files", "cutover", "retire")
+
+
+def owned_keys(
+    ledger: Ledger, wave_id: str, users: list[str] | None = None, municipality: str | None = None
+) -> list[str]:
+    """The users a rollback of this wave takes: those it owns now (not those it skipped, nor those a later
+    wave took), of these users or this municipality if given."""
+    return [
+        u.key
+        for u in ledger.owned(wave_id)
+        if (not users or u.key in users) and (not municipality or u.muni == municipality)
+    ]
 
 
 @dataclass
@@ -38,31 +50,6 @@ class UserRollback:
     @property
     def nothing_to_do(self) -> bool:
         return not (self.undone or self.conflicts or self.problems)
-
-
-ALREADY = "already undone"
-
-
-def drift(run: WaveRun, kind: str, system: str, undo: dict[str, Any]) -> str | None:
-    """Why the object no longer holds what the migration wrote, ALREADY if it holds what was there
-    before (a rollback killed after the undo, before the ledger heard of it), or None."""
-    if kind in ("modify", "enable-account", "disable-legacy") and "after" in undo:
-        entry = _ldap_for(run, system).read(undo["dn"], list(undo["after"]))
-        if entry is None:
-            return f"{undo['dn']} is gone"
-        now = {name: sorted(entry.get(name)) for name in undo["after"]}
-        if now == {name: sorted(undo["before"].get(name, [])) for name in undo["after"]}:
-            return ALREADY
-        for name, values in undo["after"].items():
-            if now[name] != sorted(values):
-                return f"{undo['dn']}: {name} is {now[name]}, the migration wrote {values}"
-    if kind == "device-config" and "after" in undo:
-        current = run.c.devices().read(undo["device"])
-        if current is not None and current == undo["before"]:
-            return ALREADY
-        if current is not None and settings(current) != settings(undo["after"]):
-            return f"device {undo['device']}: its config changed after the cutover"
-    return None
 
 
 def rollback_user(
@@ -89,28 +76,30 @@ def rollback_user(
     set_state(run, wu, "running", "rollback", f"rolling back {len(changes)} change(s)")
     if not stages or "cutover" in stages:
         try:
-            ended = run.c.broker().log_off(f"{run.domain}\\{run.account(wu)}")
+            ended = run.c.broker().log_off(run.broker_name(wu))
             if ended:
                 report.undone.append(f"logged off {len(ended)} platform session(s)")
         except IkommError as exc:
             _unless_retrying(exc, final_attempt)
             report.problems.append(f"log off platform sessions: {exc}")
     for ch in changes:
+        change = from_record(ch)
         try:
-            why = drift(run, ch.kind, ch.system, ch.undo)
+            why = change.drift(run)
             if why and why != ALREADY and not force:
                 report.conflicts.append(f"{ch.kind}: {why} (left alone; --force restores the value from before)")
                 continue
             if why != ALREADY:
-                _undo_one(run, wu, ch.kind, ch.system, ch.undo, purge)
+                change.undo(run, purge)
         except IkommError as exc:
             _unless_retrying(exc, final_attempt)
             report.problems.append(f"{ch.kind} {ch.target}: {exc}")
             continue
         run.ledger.mark_undone(ch.id)
         report.undone.append(f"{ch.kind} {ch.target}")
-        if ch.kind == "copy-tree":
-            report.quarantined.append(f"{ch.undo['server']}:{ch.undo['root']} -> .quarantine/{run.wave.id}/")
+        kept = change.kept_data(run)
+        if kept:
+            report.quarantined.append(kept)
     _finish(run, wu, report, stages)
     return report
 

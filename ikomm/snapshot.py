@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ikomm.connectors.directory import EntryState, equality_filter
 
 if TYPE_CHECKING:
-    from ikomm.migration import WaveRun
+    from ikomm.wave_run import WaveRun
     from ikomm.waves import WaveUser
 
 OPERATIONAL = frozenset(

@@ -11,7 +11,8 @@ from prefect.runtime import task_run as current_task_run
 from prefect.tasks import Task, exponential_backoff
 
 from ikomm.errors import TransientError
-from ikomm.migration import WaveRun, run_user
+from ikomm.migration import run_user
+from ikomm.wave_run import WaveRun
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -328,7 +328,7 @@ class DirectoryConnector:
     def move(self, dn: str, new_parent: str) -> str:
         """Move the entry under new_parent, keeping its RDN; return the new DN (idempotent)."""
         rdn = _first_rdn(dn)
-        target = f"{rdn},{new_parent}"
+        target = moved_dn(dn, new_parent)
         if self.read(target, ["1.1"]) is not None:
             return target
         try:
@@ -353,6 +353,11 @@ class DirectoryConnector:
         if isinstance(error, TransientError):
             self._conn = None
         return error
+
+
+def moved_dn(dn: str, new_parent: str) -> str:
+    """The DN the entry has once moved under new_parent (its RDN kept)."""
+    return f"{_first_rdn(dn)},{new_parent}"
 
 
 def _first_rdn(dn: str) -> str:

@@ -298,6 +298,27 @@ class FileServer:
             sftp.posix_rename(old, new)
 
 
+def unchanged(have: FileEntry | None, want: FileEntry) -> bool:
+    """Whether the copy may skip a file: the target has it with the same size and mtime."""
+    return have is not None and have.size == want.size and have.mtime == want.mtime
+
+
+def _both_sides(
+    source: FileServer, src_root: str, target: FileServer, dst_root: str
+) -> tuple[Manifest, dict[str, FileEntry]]:
+    """The source tree's listing and the files the target has already (none if its folder is missing)."""
+    listing = source.manifest(src_root, hashes=False)
+    existing = target.manifest(dst_root, hashes=False).files if target.exists(dst_root) else {}
+    return listing, existing
+
+
+def pending_copy(source: FileServer, src_root: str, target: FileServer, dst_root: str) -> tuple[int, int]:
+    """(files, bytes) a copy_tree would move now: the files the target lacks or has with another size or mtime."""
+    listing, existing = _both_sides(source, src_root, target, dst_root)
+    todo = [e for rel, e in listing.files.items() if not unchanged(existing.get(rel), e)]
+    return len(todo), sum(e.size for e in todo)
+
+
 def copy_tree(
     source: FileServer,
     src_root: str,
@@ -315,10 +336,9 @@ def copy_tree(
     resolves inside the root are recreated, others refused; nothing is written through a link on the
     target (module docstring); every entry not copied is reported by name.
     """
-    listing = source.manifest(src_root, hashes=False)
+    listing, existing = _both_sides(source, src_root, target, dst_root)
     report = CopyReport(listing)
     report.failed.update(listing.refused)
-    existing = target.manifest(dst_root, hashes=False).files if target.exists(dst_root) else {}
     blocked: set[str] = set()  # folders not written into (and everything below them)
 
     def under_blocked(rel: str) -> bool:
@@ -350,8 +370,7 @@ def copy_tree(
                     blocked.add(folder)
                     continue
                 real_folders.add(folder)
-            have = existing.get(rel)
-            if have is not None and have.size == entry.size and have.mtime == entry.mtime:
+            if unchanged(existing.get(rel), entry):
                 report.unchanged += 1
                 continue
             try:

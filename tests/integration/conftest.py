@@ -19,8 +19,8 @@ from ikomm import server
 from ikomm.connectors import Connectors
 from ikomm.errors import IkommError
 from ikomm.inventory import Inventory, load_inventory
-from ikomm.synthetic import generate
 from lab.manager import Lab, chroot_unsafe_parent
+from lab.synthetic import generate
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_USERS = 120

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from ikomm.cli import app
 from ikomm.errors import InventoryError
 from ikomm.inventory import load_inventory
-from ikomm.synthetic import generate
+from lab.synthetic import generate
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-import ikomm.cli_campaign  # noqa: F401  (registers campaign)
 from ikomm.campaign import campaign_status, capacity, load_campaign, plan_campaign, wave_files, write_plan
 from ikomm.cli import app
 from ikomm.errors import ConflictError, InventoryError
@@ -18,7 +17,7 @@ from ikomm.inventory import Inventory, load_inventory
 from ikomm.leases import Lease, alive, this_process
 from ikomm.ledger import Ledger
 from ikomm.policy import ready_date
-from ikomm.synthetic import generate
+from lab.synthetic import generate
 
 CAMPAIGN = {
     "id": "test",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ikomm.inventory import load_inventory
 from ikomm.naming import fold
-from ikomm.synthetic import generate
+from lab.synthetic import generate
 
 
 def _tree_bytes(folder: Path) -> dict[str, bytes]:

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from ikomm.cli import app
 from ikomm.errors import LabError
 from ikomm.inventory import load_inventory
-from ikomm.synthetic import generate
 from lab.manager import SAFE_LAB_ROOT, Lab, chroot_unsafe_parent, servers_of
+from lab.synthetic import generate
 
 
 def test_lab_runs_every_server_of_the_inventory(repo: Path) -> None:

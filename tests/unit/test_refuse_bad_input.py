@@ -14,13 +14,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner, Result
 
-import ikomm.cli_wave  # noqa: F401  (registers `wave run`)
 from ikomm.cli import app
 from ikomm.connectors.devices import with_settings
 from ikomm.errors import InvalidInputError
 from ikomm.inventory import load_inventory
-from ikomm.synthetic import generate
 from ikomm.waves import load_wave
+from lab.synthetic import generate
 
 USERS = "users/gausdal.csv"
 DEVICES = "devices/gausdal.csv"

@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from ikomm.cli import app
+from ikomm.credentials import CredentialFile
 from ikomm.ledger import Ledger, masked, url_for
-from ikomm.migration import CredentialFile
 
 
 @pytest.fixture
@@ -23,7 +23,6 @@ def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_state_folder_0700_and_ledger_0600_before_anything_else(state: Path) -> None:
     """The first command that needs state makes the folder 0700 and the ledger database 0600."""
-    import ikomm.cli_wave  # noqa: F401  (registers the wave commands)
 
     result = CliRunner().invoke(app, ["wave", "status", "nosuch"])
     assert result.exit_code == 2
@@ -33,7 +32,6 @@ def test_state_folder_0700_and_ledger_0600_before_anything_else(state: Path) -> 
 
 def test_an_existing_loose_state_folder_is_tightened(state: Path) -> None:
     """A state folder made by hand with 0755 is made 0700 by the next command; a loose ledger file 0600."""
-    import ikomm.cli_wave  # noqa: F401
 
     state.mkdir(mode=0o755)
     state.chmod(0o755)
@@ -59,7 +57,6 @@ def test_ledger_url_is_masked_and_never_a_flow_parameter(monkeypatch: pytest.Mon
 
 def test_credentials_handed_over_deletes_the_file_and_records_it(state: Path) -> None:
     """Refused while users are on the way; afterwards the file is deleted and the ledger says who, when, how many."""
-    import ikomm.cli_wave  # noqa: F401
 
     state.mkdir(mode=0o700)
     ledger = Ledger(url_for(state))

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pytest
 
+from ikomm.budget import Budget
 from ikomm.connectors.broker import ps_quote
 from ikomm.connectors.devices import settings, with_settings
 from ikomm.connectors.files import inside, is_junk
+from ikomm.credentials import new_password
 from ikomm.errors import InvalidInputError, InventoryError
 from ikomm.inventory import Inventory, load_inventory
 from ikomm.ledger import Ledger
-from ikomm.migration import Budget, new_password
 from ikomm.naming import MAX_SAM, account_names, base_name, with_suffix
 from ikomm.waves import load_wave
 

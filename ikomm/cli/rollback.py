@@ -10,16 +10,13 @@ import typer
 from rich.table import Table
 
 from ikomm import server
-from ikomm.cli import InventoryDir, JsonFlag, _fail, _load, app, console, err, styled
-from ikomm.cli_wave import _use_local_server, ledger_url
+from ikomm.cli.console import InventoryDir, JsonFlag, console, err, fail, ledger_url, load, styled, use_local_server
 from ikomm.errors import IkommError
 from ikomm.ledger import Ledger
 from ikomm.rollback import STAGES, UserRollback
 
-rollback_app = typer.Typer(help="Undo a user, a stage or a wave from the ledger.", no_args_is_help=True)
+app = typer.Typer(help="Undo a user, a stage or a wave from the ledger.", no_args_is_help=True)
 verify_app = typer.Typer(help="Prove that a rollback restored what was there.", no_args_is_help=True)
-app.add_typer(rollback_app, name="rollback")
-app.add_typer(verify_app, name="verify")
 
 StageOpt = Annotated[
     list[str] | None, typer.Option("--stage", help=f"Only this stage ({', '.join(STAGES)}); repeatable.")
@@ -50,7 +47,7 @@ def _wave_of(ledger: Ledger, user: str) -> tuple[str, str]:
 
 
 def _run(wave_id: str, inventory: Path, as_json: bool, **kwargs: object) -> None:
-    _use_local_server()
+    use_local_server()
     from flows.rollback import run_rollback
 
     try:
@@ -61,7 +58,7 @@ def _run(wave_id: str, inventory: Path, as_json: bool, **kwargs: object) -> None
             **kwargs,
         )
     except IkommError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     _print(reports, as_json)
     raise typer.Exit(1 if any(r.problems or r.conflicts for r in reports) else 0)
 
@@ -84,7 +81,7 @@ def _print(reports: list[UserRollback], as_json: bool) -> None:
     console.print(table)
 
 
-@rollback_app.command("user")
+@app.command("user")
 def rollback_user_cmd(
     user: Annotated[str, typer.Argument(help="municipality/legacy_id (or legacy id, or account name)")],
     stage: StageOpt = None,
@@ -94,12 +91,12 @@ def rollback_user_cmd(
     as_json: JsonFlag = False,
 ) -> None:
     """Undo one user's changes (or one stage's), newest first; safe to repeat."""
-    _load(inventory)
+    load(inventory)
     wave_id, key = _wave_of(Ledger(ledger_url()), user)
     _run(wave_id, inventory, as_json, users=[key], stages=_stages(stage), purge=purge, force=force)
 
 
-@rollback_app.command("wave")
+@app.command("wave")
 def rollback_wave_cmd(
     wave_id: str,
     municipality: Annotated[str | None, typer.Option(help="Only this municipality's users.")] = None,
@@ -110,7 +107,7 @@ def rollback_wave_cmd(
     as_json: JsonFlag = False,
 ) -> None:
     """Undo a wave (or one municipality, or some stages), newest change first; safe to repeat."""
-    _load(inventory)
+    load(inventory)
     if Ledger(ledger_url()).wave(wave_id) is None:
         err.print(styled(("error:", "red"), f" no wave {wave_id!r} in the ledger"))
         raise typer.Exit(2)
@@ -127,12 +124,12 @@ def verify_rollback_cmd(
     as_json: JsonFlag = False,
 ) -> None:
     """Compare the present with the snapshot taken before the wave wrote anything; exit 1 on any difference."""
-    from ikomm.migration import WaveRun
     from ikomm.rollback import verify_user
     from ikomm.snapshot import OPERATIONAL
+    from ikomm.wave_run import WaveRun
     from ikomm.waves import load_wave
 
-    inv = _load(inventory)
+    inv = load(inventory)
     ledger = Ledger(ledger_url())
     row = ledger.wave(wave_id)
     if row is None or not row.get("file"):
@@ -153,7 +150,7 @@ def verify_rollback_cmd(
                 diffs[wu.key] = found
         run.c.close()
     except IkommError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     if as_json:
         console.print_json(json.dumps({"checked": checked, "differences": diffs, "excluded": sorted(OPERATIONAL)}))
     else:

@@ -10,17 +10,14 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from ikomm import server
-from ikomm.cli import InventoryDir, JsonFlag, _fail, _load, app, console
+from ikomm.cli.console import InventoryDir, JsonFlag, console, existing_ledger, fail, load, use_local_server
 from ikomm.errors import IkommError
 from ikomm.inventory import Inventory
-from ikomm.ledger import Ledger, url_for
 
 if TYPE_CHECKING:
     from ikomm.campaign import Status
 
-campaign_app = typer.Typer(help="Plan the whole campaign, follow it, report it.", no_args_is_help=True)
-app.add_typer(campaign_app, name="campaign")
+app = typer.Typer(help="Plan the whole campaign, follow it, report it.", no_args_is_help=True)
 
 WavesDir = Annotated[Path, typer.Option("--waves", help="The folder of wave files.")]
 
@@ -29,22 +26,14 @@ def _status(waves: Path, inventory: Path) -> tuple[Inventory, Status]:
     """The inventory and the campaign's status from it, the wave files and the ledger (if any)."""
     from ikomm.campaign import campaign_status, wave_files
 
-    inv = _load(inventory)
+    inv = load(inventory)
     try:
         return inv, campaign_status(inv, existing_ledger(), wave_files(waves, inv))
     except IkommError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
 
 
-def existing_ledger() -> Ledger | None:
-    """The ledger if there is one: reading the campaign's status never creates state."""
-    url = url_for(server.state_dir())
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
-        return None
-    return Ledger(url)
-
-
-@campaign_app.command("plan")
+@app.command("plan")
 def campaign_plan(
     campaign_file: Annotated[Path, typer.Argument(help="The campaign file.")] = Path("waves/campaign.yaml"),
     inventory: InventoryDir = Path("inventory"),
@@ -57,11 +46,11 @@ def campaign_plan(
     """Write a wave file for every user not yet moved: by municipality, department and night; held users last."""
     from ikomm.campaign import load_campaign, plan_campaign, write_plan
 
-    inv = _load(inventory)
+    inv = load(inventory)
     try:
         campaign = load_campaign(campaign_file, inv)
     except IkommError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     ledger = existing_ledger()
     moved = frozenset(u.key for u in ledger.everyone() if u.state == "verified") if ledger else frozenset()
     plan = plan_campaign(inv, campaign, moved)
@@ -111,7 +100,7 @@ def campaign_plan(
     )
 
 
-@campaign_app.command("status")
+@app.command("status")
 def campaign_status_cmd(
     waves: WavesDir = Path("waves"),
     inventory: InventoryDir = Path("inventory"),
@@ -123,9 +112,7 @@ def campaign_status_cmd(
 
     inv, status = _status(waves, inventory)
     if publish:
-        from ikomm.cli_wave import _use_local_server
-
-        _use_local_server()
+        use_local_server()
         from flows.campaign import publish_status
 
         publish_status(status_markdown(status, inv))
@@ -153,7 +140,7 @@ def campaign_status_cmd(
     console.print(f"users in no wave file: {status.in_no_wave}")
 
 
-@campaign_app.command("report")
+@app.command("report")
 def campaign_report(
     out: Annotated[Path, typer.Option(help="The folder to write index.html (and status.json) into.")],
     waves: WavesDir = Path("waves"),

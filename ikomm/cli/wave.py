@@ -1,4 +1,4 @@
-"""`ikomm wave run|status|approve`, `ikomm server start|stop|status` and the helpdesk's `ikomm status USER`."""
+"""`ikomm wave run|status|approve`: run waves, follow them, approve their cutover."""
 
 from __future__ import annotations
 
@@ -14,53 +14,11 @@ from rich.live import Live
 from rich.table import Table
 
 from ikomm import server
-from ikomm.cli import InventoryDir, JsonFlag, _fail, _load, app, console, err, styled
+from ikomm.cli.console import InventoryDir, JsonFlag, console, err, fail, ledger_url, load, styled, use_local_server
 from ikomm.errors import IkommError
-from ikomm.ledger import FINAL, TAKEABLE, Ledger, url_for
+from ikomm.ledger import TAKEABLE, Ledger
 
-wave_app = typer.Typer(help="Run waves, follow them, approve their cutover.", no_args_is_help=True)
-server_app = typer.Typer(help="The local Prefect server the waves report to.", no_args_is_help=True)
-credentials_app = typer.Typer(help="The waves' initial passwords: hand over, then delete.", no_args_is_help=True)
-app.add_typer(wave_app, name="wave")
-app.add_typer(server_app, name="server")
-app.add_typer(credentials_app, name="credentials")
-
-
-def ledger_url() -> str:
-    """IKOMM_LEDGER_URL (any SQLAlchemy URL), or SQLite in the state folder (made 0700 first)."""
-    return url_for(server.private_state_dir())
-
-
-def _use_local_server() -> None:
-    """Point Prefect at the local server (started if needed) unless PREFECT_API_URL says otherwise."""
-    if "PREFECT_API_URL" not in os.environ:
-        if server.start() == "started":
-            err.print(styled((f"started the Prefect server at {server.api_url()}", "dim")))
-        os.environ.update(server.client_env())
-
-
-@server_app.command("start")
-def server_start() -> None:
-    """Start the local Prefect server (SQLite under the state folder, batched task-run recorder)."""
-    try:
-        state = server.start()
-    except IkommError as exc:
-        raise _fail(exc) from None
-    console.print(f"Prefect server {state}: UI at {server.ui_url()}")
-
-
-@server_app.command("stop")
-def server_stop() -> None:
-    """Stop the local Prefect server; safe to repeat."""
-    console.print("stopped" if server.stop() else "was not running")
-
-
-@server_app.command("status")
-def server_status() -> None:
-    """Whether the local Prefect server answers; exit 1 if not."""
-    ok = server.healthy()
-    console.print(f"Prefect server at {server.api_url()}: {'answers' if ok else 'not answering'}")
-    raise typer.Exit(0 if ok else 1)
+app = typer.Typer(help="Run waves, follow them, approve their cutover.", no_args_is_help=True)
 
 
 def _stage_table(ledger: Ledger, wave_id: str) -> Group:
@@ -85,7 +43,7 @@ def _stage_table(ledger: Ledger, wave_id: str) -> Group:
     return Group(table, fails, note) if failed else Group(table, note)
 
 
-@wave_app.command("run")
+@app.command("run")
 def wave_run(
     wave_file: Annotated[Path, typer.Argument(help="waves/<id>.yaml")],
     inventory: InventoryDir = Path("inventory"),
@@ -102,11 +60,11 @@ def wave_run(
     """Run (or resume) a wave: prepare, approval gate, cutover; a live view of users per stage."""
     from ikomm.waves import load_wave
 
-    inv = _load(inventory)
+    inv = load(inventory)
     try:
         wave = load_wave(wave_file, inv)
     except IkommError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     states = tuple(s.strip() for s in include.split(",") if s.strip()) + (("failed",) if retry_failed else ())
     wrong = [s for s in states if s not in TAKEABLE]
     if wrong:
@@ -116,9 +74,9 @@ def wave_run(
     if window is not None and not window.contains():
         err.print(styled(("warning:", "yellow"), f" now is outside the wave's window ({window.start} to {window.end})"))
     try:
-        _use_local_server()
+        use_local_server()
     except IkommError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     from flows.wave import run_wave
 
     ledger = Ledger(ledger_url())  # before the worker opens its own: one creates the tables, not both at once
@@ -146,7 +104,7 @@ def wave_run(
             live.update(_stage_table(ledger, wave.id))
     if failure:
         if isinstance(failure[0], IkommError):
-            raise _fail(failure[0])
+            raise fail(failure[0])
         raise failure[0]
     counts = {f"{m}/{s}": n for (m, s), n in sorted(ledger.counts(wave.id).items())}
     result = {
@@ -179,7 +137,7 @@ def wave_run(
     raise typer.Exit(0 if outcome.get("state") == "done" else 1)
 
 
-@wave_app.command("status")
+@app.command("status")
 def wave_status(wave_id: str, as_json: JsonFlag = False) -> None:
     """Users of a wave per municipality and state, and the wave's own state."""
     ledger = Ledger(ledger_url())
@@ -199,7 +157,7 @@ def wave_status(wave_id: str, as_json: JsonFlag = False) -> None:
     console.print(_stage_table(ledger, wave_id))
 
 
-@wave_app.command("approve")
+@app.command("approve")
 def wave_approve(
     wave_id: str,
     approver: Annotated[str, typer.Option(help="Who approves (name or e-mail).")] = os.environ.get("USER", "lead"),
@@ -207,88 +165,11 @@ def wave_approve(
     reject: Annotated[bool, typer.Option("--reject", help="Refuse the cutover instead.")] = False,
 ) -> None:
     """Answer the wave's approval gate (as the Prefect UI's resume form does)."""
-    _use_local_server()
+    use_local_server()
     from flows.wave import approve_wave
 
     try:
         run_id = approve_wave(wave_id, {"approved": not reject, "approver": approver, "comment": comment})
     except IkommError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     console.print(f"wave {wave_id}: cutover {'rejected' if reject else 'approved'} (flow run {run_id})")
-
-
-@app.command("status")
-def user_status(
-    user: Annotated[str, typer.Argument(help="municipality/legacy_id, legacy id or account name")],
-    as_json: JsonFlag = False,
-) -> None:
-    """What happened to a user, and when: state, stage, and every event from the ledger."""
-    ledger = Ledger(ledger_url())
-    found = ledger.find_users(user)
-    if not found:
-        err.print(styled(("error:", "red"), f" no user {user!r} in the ledger {ledger.shown}"))
-        raise typer.Exit(2)
-    out: list[dict[str, Any]] = [
-        {
-            "user": u.__dict__,
-            "waves": [{"wave": h.wave, "state": h.state, "reason": h.reason} for h in ledger.history(u.key)],
-            "events": ledger.events(u.key),
-        }
-        for u in found
-    ]
-    if as_json:
-        console.print_json(json.dumps(out))
-        return
-    for item in out:
-        u = item["user"]
-        console.print(
-            styled(
-                (u["key"], "bold"),
-                f" ({u['account'] or 'no account yet'}), wave {u['wave']}: "
-                f"{u['state']} {u['stage']} {u['reason']}".rstrip(),
-            )
-        )
-        table = Table()
-        for col in ("when (UTC)", "state", "stage", "what"):
-            table.add_column(col, overflow="fold")
-        if len(item["waves"]) > 1:
-            console.print("  waves: " + "; ".join(f"{h['wave']}: {h['state']}" for h in item["waves"]))
-        table.add_column("wave", overflow="fold")
-        for e in item["events"]:
-            table.add_row(e["at"], e["state"], e["stage"], e["message"], e["wave"])
-        console.print(table)
-
-
-@credentials_app.command("handed-over")
-def credentials_handed_over(
-    wave_id: str,
-    by: Annotated[str, typer.Option(help="Who handed the passwords over (name or e-mail).")] = os.environ.get(
-        "USER", "lead"
-    ),
-) -> None:
-    """Delete a wave's file of initial passwords once they are delivered, and record it in the ledger."""
-    from ikomm.migration import CredentialFile
-
-    ledger = Ledger(ledger_url())
-    if ledger.wave(wave_id) is None:
-        err.print(f"error: no wave {wave_id!r} in the ledger {ledger.shown}")
-        raise typer.Exit(2)
-    busy = [u.key for u in ledger.users(wave_id) if u.state not in FINAL]
-    if busy:
-        err.print(
-            f"error: wave {wave_id} still has {len(busy)} user(s) on the way (e.g. {busy[0]}); the wave checks "
-            "each new password before it is done. Hand the passwords over when the wave has ended.",
-        )
-        raise typer.Exit(1)
-    path = server.state_dir() / "credentials" / f"{wave_id}.csv"
-    if not path.is_file():
-        done = ledger.handover(wave_id)
-        said = f"handed over by {done['by']} at {done['at']}" if done else "no passwords were written for it"
-        console.print(f"wave {wave_id}: no password file ({said})")
-        return
-    users = len(CredentialFile(path).keys())
-    path.unlink()
-    ledger.record_handover(wave_id, by, users)
-    console.print(
-        f"wave {wave_id}: the initial passwords of {users} user(s) were handed over by {by}; {path} is deleted",
-    )

@@ -1,0 +1,34 @@
+"""The `ikomm` command line. Every command group lives in a module of its own and is registered here,
+explicitly: no module registers itself by being imported, and none imports another's commands.
+
+    inventory    validate, show                      ikomm.cli.inventory
+    lab          generate, up, down, status          ikomm.cli.lab
+    server       start, stop, status                 ikomm.cli.server
+    wave         run, status, approve                ikomm.cli.wave
+    status USER  the helpdesk's question             ikomm.cli.status
+    credentials  handed-over                         ikomm.cli.credentials
+    rollback     user, wave; verify rollback         ikomm.cli.rollback
+    campaign     plan, status, report                ikomm.cli.campaign
+"""
+
+from __future__ import annotations
+
+import typer
+
+from ikomm.cli import campaign, credentials, inventory, lab, rollback, server, status, wave
+
+app = typer.Typer(help="ikomm-migrate: move users onto the Ikomm platform in waves.", no_args_is_help=True)
+app.add_typer(inventory.app, name="inventory")
+app.add_typer(lab.app, name="lab")
+app.add_typer(server.app, name="server")
+app.add_typer(wave.app, name="wave")
+app.command("status")(status.user_status)
+app.add_typer(credentials.app, name="credentials")
+app.add_typer(rollback.app, name="rollback")
+app.add_typer(rollback.verify_app, name="verify")
+app.add_typer(campaign.app, name="campaign")
+
+
+def main() -> None:
+    """Entry point of the `ikomm` console script."""
+    app()

@@ -1,0 +1,67 @@
+"""What every command shares: the consoles (data never read as markup), options, errors, the ledger and the server."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from ikomm import server
+from ikomm.errors import IkommError, InvalidInputError
+from ikomm.inventory import Inventory, load_inventory
+from ikomm.ledger import Ledger, url_for
+
+# Data (names, paths, reasons) is printed as it is, never read as markup: a municipality called
+# "Gausdal [/bold]" must print, not crash. Styles come only from `styled`.
+console = Console(markup=False, highlight=False)
+err = Console(stderr=True, markup=False, highlight=False)
+
+
+def styled(*parts: str | tuple[str, str]) -> Text:
+    """A line of plain parts and (text, style) parts; no part is read as markup."""
+    return Text.assemble(*parts)
+
+
+InventoryDir = Annotated[
+    Path, typer.Option("--inventory", "-i", envvar="IKOMM_INVENTORY", help="The inventory folder.")
+]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def fail(exc: IkommError) -> typer.Exit:
+    """Print the error (never a traceback) and the exit to raise: 2 for input to fix, 1 otherwise."""
+    err.print(styled(("error:", "bold red"), f" {exc}"), soft_wrap=True)
+    return typer.Exit(2 if isinstance(exc, InvalidInputError) else 1)
+
+
+def load(path: Path) -> Inventory:
+    """The inventory, or exit 2 with every problem."""
+    try:
+        return load_inventory(path)
+    except IkommError as exc:
+        raise fail(exc) from None
+
+
+def ledger_url() -> str:
+    """IKOMM_LEDGER_URL (any SQLAlchemy URL), or SQLite in the state folder (made 0700 first)."""
+    return url_for(server.private_state_dir())
+
+
+def existing_ledger() -> Ledger | None:
+    """The ledger if there is one: reading (status, plans) never creates state."""
+    url = url_for(server.state_dir())
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        return None
+    return Ledger(url)
+
+
+def use_local_server() -> None:
+    """Point Prefect at the local server (started if needed) unless PREFECT_API_URL says otherwise."""
+    if "PREFECT_API_URL" not in os.environ:
+        if server.start() == "started":
+            err.print(styled((f"started the Prefect server at {server.api_url()}", "dim")))
+        os.environ.update(server.client_env())

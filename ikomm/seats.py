@@ -1,0 +1,42 @@
+"""Seats per application: members of its platform groups, counted once per wave, then kept in memory."""
+
+from __future__ import annotations
+
+import threading
+
+from ikomm.connectors.directory import DirectoryConnector, child_dn
+from ikomm.errors import ConflictError
+from ikomm.inventory.models import Application
+
+
+class SeatBook:
+    """Seats in use per application (members of its groups), counted once, then kept under a lock."""
+
+    def __init__(self, ad: DirectoryConnector, groups_dn: str) -> None:
+        self._ad, self._groups_dn = ad, groups_dn
+        self._used: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def _count(self, app: Application) -> int:
+        total = 0
+        for group in app.groups.values():
+            entry = self._ad.read(child_dn("CN", group, self._groups_dn), ["member"])
+            total += len(entry.get("member")) if entry else 0
+        return total
+
+    def _now(self, app: Application) -> int:
+        """Seats of app in use (counted on first ask, then kept); the caller holds the lock."""
+        if app.id not in self._used:
+            self._used[app.id] = self._count(app)
+        return self._used[app.id]
+
+    def reserve(self, app: Application) -> None:
+        with self._lock:
+            if self._now(app) >= app.seat_limit:
+                raise ConflictError(f"application {app.name}: seat limit of {app.seat_limit} reached")
+            self._used[app.id] += 1
+
+    def release(self, app_id: str) -> None:
+        with self._lock:
+            if app_id in self._used:
+                self._used[app_id] -= 1
