@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 APT_PACKAGES := slapd ldap-utils samba samba-ad-dc winbind openssh-server python3-venv
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: setup apt venv test lint unit integration demo bench bench-campaign lab-up lab-down clean
+.PHONY: setup apt venv test lint unit integration demo bench bench-campaign bench-cockpit lab-up lab-down clean
 
 setup: apt venv
 
@@ -48,7 +48,7 @@ demo: setup
 	$(BIN)/ikomm lab up
 	$(BIN)/ikomm server start
 	rm -rf .ikomm/ledger.db* .ikomm/credentials/pilot.csv   # the lab starts afresh, so does the demo's ledger
-	$(BIN)/ikomm wave run waves/pilot.yaml --auto-approve
+	$(BIN)/ikomm wave run waves/pilot.yaml --auto-approve --outside-window   # the pilot's night is past: the demo replays it
 	$(BIN)/ikomm wave status pilot
 	@echo
 	@echo "The pilot wave ran against twelve real servers on 127.0.0.x. Where to look:"
@@ -66,10 +66,14 @@ bench: setup
 	$(BIN)/python -m bench.lab_start
 	$(BIN)/python -m bench.connectors
 	$(BIN)/python -m bench.wave
+	$(BIN)/python -m bench.cockpit
 	$(BIN)/python -m bench.campaign
 
 bench-campaign: setup
 	$(BIN)/python -m bench.campaign
+
+bench-cockpit: setup
+	$(BIN)/python -m bench.cockpit
 
 clean:
 	-$(BIN)/ikomm lab down

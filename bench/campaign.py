@@ -82,7 +82,7 @@ def main() -> None:
         t0 = time.monotonic()
 
         def run_wave(wave: Wave, when: str) -> None:
-            argv = [sys.executable, "-m", "ikomm", "wave", "run", str(wave.path), "--auto-approve"]
+            argv = [sys.executable, "-m", "ikomm", "wave", "run", str(wave.path), "--auto-approve", "--outside-window"]
             code, seconds = run([*argv, "--inventory", str(copy)], env, log)
             timings.append((wave.id, when, code, seconds))
             console.print(f"{wave.id} ({when}): exit {code}, {seconds:.1f} s")

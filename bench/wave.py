@@ -127,7 +127,7 @@ def main() -> None:
             text=True,
         ).stdout
         ikomm = [sys.executable, "-m", "ikomm"]
-        rollback = measured([*ikomm, "rollback", "wave", "bench", "--json"], env, tree(server_pid), lab)
+        rollback = measured([*ikomm, "rollback", "wave", "bench", "--yes", "--json"], env, tree(server_pid), lab)
         check = subprocess.run(
             [*ikomm, "verify", "rollback", "bench", "--json"], env=env, capture_output=True, text=True
         )

@@ -20,6 +20,8 @@ from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectNotFound
 
+from ikomm.preflight import Check
+
 LEASE_SECONDS = 60  # Prefect's minimum; renewed while the phase runs, a killed wave's slots come free within it
 
 
@@ -39,3 +41,30 @@ def leased(limits: dict[str, int]) -> Iterator[dict[str, int]]:
         for name, size in sorted(sizes.items()):
             stack.enter_context(concurrency(name, occupy=size, strict=True, lease_duration=LEASE_SECONDS))
         yield sizes
+
+
+def prefect_checks(limits: dict[str, int]) -> list[Check]:
+    """Preflight's Prefect part: the API answers, and each system's concurrency limit (present, or made at start)."""
+    try:
+        with get_client(sync_client=True) as client:
+            failure = client.api_healthcheck()
+            if failure is not None:
+                return [Check("prefect", False, f"the Prefect API does not answer: {failure}")]
+            found: list[str] = []
+            missing: list[str] = []
+            inactive: list[str] = []
+            for name, wanted in sorted(limits.items()):
+                try:
+                    limit = client.read_global_concurrency_limit_by_name(name)
+                except ObjectNotFound:
+                    missing.append(f"{name} ({wanted})")
+                    continue
+                (found if limit.active and limit.limit > 0 else inactive).append(f"{name}={limit.limit}")
+    except Exception as exc:  # any client fault means the server is not usable
+        return [Check("prefect", False, f"the Prefect API does not answer: {type(exc).__name__}: {exc}")]
+    said = f"{len(found)} present"
+    if missing:
+        said += f"; made with the wave's values at start: {', '.join(missing)}"
+    if inactive:
+        said = f"inactive or 0 in the UI: {', '.join(inactive)}; {said}"
+    return [Check("prefect", True, "the Prefect API answers"), Check("limits", not inactive, said)]

@@ -5,9 +5,10 @@ apply, undo and check itself for drift; a registry maps the ledger's record back
     ├── ModifyEntry          modify          directory attributes set; undo: the values from before
     │   ├── EnableAccount    enable-account  the platform account enabled
     │   └── DisableLegacy    disable-legacy  the legacy account disabled (never deleted)
-    ├── CreateAccount        create-account  undo: disabled and parked in OU=Deaktivert (deleted with purge)
-    ├── Unpark               unpark          a parked account brought back; undo: parked again
-    ├── SetPassword          set-password    the initial password (kept in the credential file); no undo
+    ├── PlatformAccountChange                (the platform account at a DN)
+    │   ├── CreateAccount    create-account  undo: disabled and parked in OU=Deaktivert (deleted with purge)
+    │   ├── Unpark           unpark          a parked account brought back; undo: parked again
+    │   └── SetPassword      set-password    the initial password (kept in the credential file); no undo
     ├── AddMember            add-member      an application group's member; a seat of the application
     ├── CopyTree             copy-tree       profile or home folder; undo: moved to .quarantine/<wave>/
     ├── DeviceConfig         device-config   the thin client's lines; undo: the file from before
@@ -259,14 +260,11 @@ class DisableLegacy(ModifyEntry):
         return f"enable the legacy account {self.dn} again"
 
 
-@kind("create-account")
 @dataclass(frozen=True)
-class CreateAccount(Change):
-    """A new platform account, created disabled; the link (employeeNumber) ties it to the legacy user."""
+class PlatformAccountChange(Change):
+    """A change to the platform account at dn: the platform directory is its system, the DN its target."""
 
     dn: str
-    link: str
-    attributes: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def system(self) -> str:
@@ -277,7 +275,19 @@ class CreateAccount(Change):
         return self.dn
 
     def record(self) -> dict[str, Any]:
-        return {"dn": self.dn, "link": self.link}
+        return {"dn": self.dn}
+
+
+@kind("create-account")
+@dataclass(frozen=True)
+class CreateAccount(PlatformAccountChange):
+    """A new platform account, created disabled; the link (employeeNumber) ties it to the legacy user."""
+
+    link: str
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+
+    def record(self) -> dict[str, Any]:
+        return {**super().record(), "link": self.link}
 
     def describe(self) -> str:
         name = self.attributes.get("sAMAccountName", self.dn)
@@ -310,23 +320,11 @@ class CreateAccount(Change):
 
 @kind("unpark")
 @dataclass(frozen=True)
-class Unpark(Change):
+class Unpark(PlatformAccountChange):
     """An account parked by an earlier rollback moved back into its municipality's OU."""
 
-    dn: str
     to: str = ""
     moved_to: str = ""
-
-    @property
-    def system(self) -> str:
-        return "ldap:platform"
-
-    @property
-    def target(self) -> str:
-        return self.dn
-
-    def record(self) -> dict[str, Any]:
-        return {"dn": self.dn}
 
     def describe(self) -> str:
         return f"bring the parked account {self.dn} back into {self.to}"
@@ -352,24 +350,12 @@ class Unpark(Change):
 
 @kind("set-password")
 @dataclass(frozen=True)
-class SetPassword(Change):
+class SetPassword(PlatformAccountChange):
     """The initial password: made here, kept in the credential file before it is set, changed at first logon."""
 
-    dn: str
     user: str = ""  # municipality/legacy_id: the credential file's key
     account: str = ""
     upn: str = ""
-
-    @property
-    def system(self) -> str:
-        return "ldap:platform"
-
-    @property
-    def target(self) -> str:
-        return self.dn
-
-    def record(self) -> dict[str, Any]:
-        return {"dn": self.dn}
 
     def describe(self) -> str:
         return f"set an initial password on {self.dn} (must change at first logon; kept in the wave's credential file)"

@@ -10,6 +10,7 @@ SQLite in WAL mode by default; any SQLAlchemy URL (PostgreSQL in particular) for
                 skipped: moved by another wave; handed_over: taken by a later wave): the history
     events      every state change, with its wave: "what happened to user X, and when?"
     leases      one writer per wave: the process running it, renewed while it lives
+    wave_notes  what a wave's record should say besides its state (a preflight skipped, and by whom)
     changes  each change to an outside system: planned before it is made, done after, undone by a
              rollback; `undo` holds what is needed to reverse it (previous values, previous device
              config, memberships added, files written)
@@ -126,6 +127,14 @@ leases_t = sa.Table(
     sa.Column("since", sa.String(32), nullable=False),
     sa.Column("renewed", sa.Float, nullable=False),
 )
+notes_t = sa.Table(
+    "wave_notes",
+    meta,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("wave", sa.String(64), nullable=False, index=True),
+    sa.Column("note", sa.Text, nullable=False),
+    sa.Column("at", sa.String(32), nullable=False),
+)
 handovers_t = sa.Table(
     "handovers",
     meta,
@@ -228,7 +237,12 @@ class Ledger:
         database = sa.engine.make_url(url).database if url.startswith("sqlite") else None
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.engine: Engine = sa.create_engine(url, future=True)
+        if url.startswith("sqlite") and database in (None, "", ":memory:"):  # one shared in-memory database
+            self.engine: Engine = sa.create_engine(
+                url, poolclass=sa.pool.StaticPool, connect_args={"check_same_thread": False}
+            )
+        else:
+            self.engine = sa.create_engine(url, future=True)
         if url.startswith("sqlite"):
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         _create_tables(self.engine)
@@ -324,6 +338,26 @@ class Ledger:
                 conn.execute(_EVENT_ADD, _event(key, wave_id, state, "", message, at))
         return opening
 
+    def preview_wave(
+        self,
+        wave_id: str,
+        users: list[tuple[str, str, str]],
+        left_out: dict[str, str] | None = None,
+        include: tuple[str, ...] = (),
+        ready: frozenset[str] = frozenset(),
+        take_open: bool = False,
+        live: frozenset[str] = frozenset(),
+    ) -> dict[str, tuple[str, UserRow | None]]:
+        """What open_wave would decide for each user, writing nothing: key -> (action, the user's row now).
+
+        Actions: new, resume (stays as it is in this wave), again (taken again here), take (from
+        another wave), skip (moved by another wave), theirs (left this wave for the one working on
+        them now), refused (open in another wave).
+        """
+        with self.engine.connect() as conn:
+            settled = _settle(conn, wave_id, users, left_out or {}, include, ready, take_open, live)
+        return {p[1]: (p[0], UserRow(**p[4]._mapping) if p[4] is not None else None) for p in settled.plans}
+
     @staticmethod
     def _wave_row(conn: sa.Connection, mine: dict[str, Any], wave_id: str, key: str, at: str, **row: Any) -> None:
         if key in mine:
@@ -350,6 +384,16 @@ class Ledger:
     def approve(self, wave_id: str, approval: dict[str, Any]) -> None:
         with self._tx() as conn:
             conn.execute(waves_t.update().where(waves_t.c.id == wave_id).values(approval=json.dumps(approval)))
+
+    def note(self, wave_id: str, note: str) -> None:
+        """Keep a note on the wave's record (a skipped preflight, say): shown by `wave status`."""
+        with self._tx() as conn:
+            conn.execute(notes_t.insert().values(wave=wave_id, note=note, at=now()))
+
+    def notes(self, wave_id: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(notes_t).where(notes_t.c.wave == wave_id).order_by(notes_t.c.id))
+            return [dict(r) for r in rows.mappings()]
 
     def record_handover(self, wave_id: str, by: str, users: int) -> None:
         """Record that the wave's initial passwords were handed over (and their file deleted)."""

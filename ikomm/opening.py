@@ -1,4 +1,5 @@
-"""Opening a wave: where each of its users stands (policy, readiness, other waves)."""
+"""Opening a wave: where each of its users stands (policy, readiness, other waves), as the run and the
+dry run both see it."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from datetime import UTC, datetime
 from ikomm.errors import ConflictError
 from ikomm.inventory import Inventory
 from ikomm.leases import live_waves
-from ikomm.ledger import Ledger, Opening
+from ikomm.ledger import Ledger, Opening, UserRow
 from ikomm.policy import left_out_reason, ready_by
 from ikomm.waves import Wave
 
@@ -57,3 +58,14 @@ def open_wave(
             "wave is running)"
         )
     return opening
+
+
+def preview(
+    ledger: Ledger, inv: Inventory, wave: Wave, include: tuple[str, ...] = (), take_open: bool = False
+) -> tuple[Selection, dict[str, tuple[str, UserRow | None]]]:
+    """What open_wave would decide for each user, writing nothing (Ledger.preview_wave)."""
+    chosen = selection(inv, wave)
+    decided = ledger.preview_wave(
+        wave.id, chosen.users, chosen.left_out, include, chosen.ready, take_open, live_waves(ledger)
+    )
+    return chosen, decided

@@ -38,6 +38,41 @@ def owned_keys(
 
 
 @dataclass
+class UndoForecast:
+    """What rolling back one user would do: each change's undo, newest first, and any drift found now."""
+
+    user: str
+    undo: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def conflicts(self) -> int:
+        return sum(1 for u in self.undo if u["drift"] and u["drift"] != ALREADY)
+
+
+def plan_rollback(
+    run: WaveRun, keys: list[str], stages: tuple[str, ...] | None = None, purge: bool = False
+) -> list[UndoForecast]:
+    """The rollback's dry run: every undo it would make, read-only (drift is read from the systems)."""
+    out = []
+    for key in keys:
+        forecast = UndoForecast(key)
+        for row in run.ledger.changes(key, stages):
+            change = from_record(row)
+            try:
+                why = change.drift(run) or ""
+            except IkommError as exc:
+                why = f"could not read: {exc}"
+            what = change.describe_undo()
+            if purge and row.kind == "create-account":
+                what = f"delete {row.target} (--purge)"
+            forecast.undo.append(
+                {"stage": row.stage, "kind": row.kind, "target": row.target, "what": what, "drift": why}
+            )
+        out.append(forecast)
+    return out
+
+
+@dataclass
 class UserRollback:
     """What one user's rollback did."""
 

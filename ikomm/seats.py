@@ -10,7 +10,10 @@ from ikomm.inventory.models import Application
 
 
 class SeatBook:
-    """Seats in use per application (members of its groups), counted once, then kept under a lock."""
+    """Seats in use per application (members of its groups), counted once, then kept under a lock.
+
+    Reserving only counts in memory, so a dry run uses the same book to see who would not fit.
+    """
 
     def __init__(self, ad: DirectoryConnector, groups_dn: str) -> None:
         self._ad, self._groups_dn = ad, groups_dn
@@ -29,6 +32,11 @@ class SeatBook:
         if app.id not in self._used:
             self._used[app.id] = self._count(app)
         return self._used[app.id]
+
+    def used(self, app: Application) -> int:
+        """Seats of app in use now (as counted, plus what this wave reserved since)."""
+        with self._lock:
+            return self._now(app)
 
     def reserve(self, app: Application) -> None:
         with self._lock:

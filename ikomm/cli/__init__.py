@@ -4,7 +4,8 @@ explicitly: no module registers itself by being imported, and none imports anoth
     inventory    validate, show                      ikomm.cli.inventory
     lab          generate, up, down, status          ikomm.cli.lab
     server       start, stop, status                 ikomm.cli.server
-    wave         run, status, approve                ikomm.cli.wave
+    wave         check, plan, run, list, status, approve  ikomm.cli.wave
+    preflight    FILE: before a wave writes anything  ikomm.cli.preflight
     status USER  the helpdesk's question             ikomm.cli.status
     credentials  handed-over                         ikomm.cli.credentials
     rollback     user, wave; verify rollback         ikomm.cli.rollback
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import typer
 
-from ikomm.cli import campaign, credentials, inventory, lab, rollback, server, status, wave
+from ikomm.cli import campaign, credentials, inventory, lab, preflight, rollback, server, status, wave
 
 app = typer.Typer(help="ikomm-migrate: move users onto the Ikomm platform in waves.", no_args_is_help=True)
 app.add_typer(inventory.app, name="inventory")
@@ -23,6 +24,7 @@ app.add_typer(lab.app, name="lab")
 app.add_typer(server.app, name="server")
 app.add_typer(wave.app, name="wave")
 app.command("status")(status.user_status)
+app.command("preflight")(preflight.preflight_cmd)
 app.add_typer(credentials.app, name="credentials")
 app.add_typer(rollback.app, name="rollback")
 app.add_typer(rollback.verify_app, name="verify")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -10,10 +11,14 @@ import typer
 from rich.table import Table
 
 from ikomm import server
+from ikomm.changes import ALREADY
 from ikomm.cli.console import InventoryDir, JsonFlag, console, err, fail, ledger_url, load, styled, use_local_server
 from ikomm.errors import IkommError
+from ikomm.inventory import Inventory
 from ikomm.ledger import Ledger
-from ikomm.rollback import STAGES, UserRollback
+from ikomm.rollback import STAGES, UserRollback, owned_keys, plan_rollback
+from ikomm.wave_run import WaveRun
+from ikomm.waves import load_wave
 
 app = typer.Typer(help="Undo a user, a stage or a wave from the ledger.", no_args_is_help=True)
 verify_app = typer.Typer(help="Prove that a rollback restored what was there.", no_args_is_help=True)
@@ -44,6 +49,84 @@ def _wave_of(ledger: Ledger, user: str) -> tuple[str, str]:
         )
         raise typer.Exit(2)
     return found[0].wave, found[0].key
+
+
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print every undo the rollback would make; change nothing.")]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask (scripts): the undo list is still printed.")]
+
+
+def _wave_run(inv: Inventory, ledger: Ledger, wave_id: str) -> WaveRun:
+    """The wave's run context from the wave file the ledger recorded, or exit 2."""
+    row = ledger.wave(wave_id)
+    if row is None or not row.get("file"):
+        err.print(styled(("error:", "red"), f" no wave {wave_id!r} in the ledger"))
+        raise typer.Exit(2)
+    try:
+        return WaveRun(inv, load_wave(Path(row["file"]), inv), ledger, server.state_dir())
+    except IkommError as exc:
+        raise fail(exc) from None
+
+
+def _ask_first(
+    inventory: Path,
+    wave_id: str,
+    keys: list[str],
+    stages: list[str],
+    purge: bool,
+    dry_run: bool,
+    yes: bool,
+    ask: bool,
+    as_json: bool,
+) -> None:
+    """Show what the rollback would undo; for --dry-run stop there; where asked for, ask (or take --yes)."""
+    if not (dry_run or ask):
+        return
+    inv = load(inventory)
+    ledger = Ledger(ledger_url())
+    run = _wave_run(inv, ledger, wave_id)
+    try:
+        plan = plan_rollback(run, keys, tuple(stages) or None, purge)
+    except IkommError as exc:
+        raise fail(exc) from None
+    finally:
+        run.c.close()
+    changes = sum(len(f.undo) for f in plan)
+    if as_json and dry_run:
+        console.print_json(json.dumps([{"user": f.user, "undo": f.undo} for f in plan]))
+        raise typer.Exit(0)
+    kinds: dict[str, int] = {}
+    for f in plan:
+        for u in f.undo:
+            kinds[u["kind"]] = kinds.get(u["kind"], 0) + 1
+    if dry_run:
+        for f in plan:
+            if f.undo:
+                console.print(styled((f.user, "bold")))
+                for u in f.undo:
+                    left = (
+                        f"  [drift: {u['drift']}; left alone unless --force]"
+                        if u["drift"] and u["drift"] != ALREADY
+                        else ""
+                    )
+                    console.print(f"  {u['stage']:8} {u['kind']:15} {u['what']}{left}")
+    conflicts = sum(f.conflicts for f in plan)
+    console.print(
+        f"rollback of wave {wave_id}: {changes} change(s) of {sum(1 for f in plan if f.undo)} user(s) to undo, "
+        f"newest first ({', '.join(f'{n} {k}' for k, n in sorted(kinds.items())) or 'none'})"
+        + (f"; {conflicts} changed since the wave (drift)" if conflicts else "")
+        + ("; platform accounts DELETED (--purge)" if purge else "")
+    )
+    if dry_run:
+        console.print("dry run: nothing was changed")
+        raise typer.Exit(0)
+    if yes or changes == 0:
+        return
+    if not sys.stdin.isatty():
+        err.print("error: a rollback of a wave or with --purge asks first; no terminal to ask on: rerun with --yes")
+        raise typer.Exit(2)
+    if not typer.confirm("Undo these changes?", default=False):
+        console.print("nothing was changed")
+        raise typer.Exit(1)
 
 
 def _run(wave_id: str, inventory: Path, as_json: bool, **kwargs: object) -> None:
@@ -87,13 +170,17 @@ def rollback_user_cmd(
     stage: StageOpt = None,
     purge: PurgeOpt = False,
     force: ForceOpt = False,
+    dry_run: DryRunOpt = False,
+    yes: YesOpt = False,
     inventory: InventoryDir = Path("inventory"),
     as_json: JsonFlag = False,
 ) -> None:
-    """Undo one user's changes (or one stage's), newest first; safe to repeat."""
+    """Undo one user's changes (or one stage's), newest first; safe to repeat. With --purge it asks first."""
     load(inventory)
     wave_id, key = _wave_of(Ledger(ledger_url()), user)
-    _run(wave_id, inventory, as_json, users=[key], stages=_stages(stage), purge=purge, force=force)
+    stages = _stages(stage)
+    _ask_first(inventory, wave_id, [key], stages, purge, dry_run, yes, purge, as_json)
+    _run(wave_id, inventory, as_json, users=[key], stages=stages, purge=purge, force=force)
 
 
 @app.command("wave")
@@ -103,15 +190,21 @@ def rollback_wave_cmd(
     stage: StageOpt = None,
     purge: PurgeOpt = False,
     force: ForceOpt = False,
+    dry_run: DryRunOpt = False,
+    yes: YesOpt = False,
     inventory: InventoryDir = Path("inventory"),
     as_json: JsonFlag = False,
 ) -> None:
-    """Undo a wave (or one municipality, or some stages), newest change first; safe to repeat."""
+    """Undo a wave (or one municipality, or some stages), newest change first; shows the undo list and asks first."""
     load(inventory)
-    if Ledger(ledger_url()).wave(wave_id) is None:
+    ledger = Ledger(ledger_url())
+    if ledger.wave(wave_id) is None:
         err.print(styled(("error:", "red"), f" no wave {wave_id!r} in the ledger"))
         raise typer.Exit(2)
-    _run(wave_id, inventory, as_json, municipality=municipality, stages=_stages(stage), purge=purge, force=force)
+    stages = _stages(stage)
+    keys = owned_keys(ledger, wave_id, None, municipality)
+    _ask_first(inventory, wave_id, keys, stages, purge, dry_run, yes, True, as_json)
+    _run(wave_id, inventory, as_json, municipality=municipality, stages=stages, purge=purge, force=force)
 
 
 @verify_app.command("rollback")
@@ -126,17 +219,11 @@ def verify_rollback_cmd(
     """Compare the present with the snapshot taken before the wave wrote anything; exit 1 on any difference."""
     from ikomm.rollback import verify_user
     from ikomm.snapshot import OPERATIONAL
-    from ikomm.wave_run import WaveRun
-    from ikomm.waves import load_wave
 
     inv = load(inventory)
     ledger = Ledger(ledger_url())
-    row = ledger.wave(wave_id)
-    if row is None or not row.get("file"):
-        err.print(styled(("error:", "red"), f" no wave {wave_id!r} in the ledger"))
-        raise typer.Exit(2)
+    run = _wave_run(inv, ledger, wave_id)
     try:
-        run = WaveRun(inv, load_wave(Path(row["file"]), inv), ledger, server.state_dir())
         key = _wave_of(ledger, user)[1] if user else None
         checked, diffs = 0, {}
         for wu in run.wave.users:

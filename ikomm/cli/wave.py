@@ -6,7 +6,7 @@ import json
 import os
 import threading
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Group
@@ -14,14 +14,34 @@ from rich.live import Live
 from rich.table import Table
 
 from ikomm import server
-from ikomm.cli.console import InventoryDir, JsonFlag, console, err, fail, ledger_url, load, styled, use_local_server
-from ikomm.errors import IkommError
+from ikomm.cli.console import (
+    InventoryDir,
+    JsonFlag,
+    console,
+    err,
+    existing_ledger,
+    fail,
+    ledger_url,
+    load,
+    styled,
+    use_local_server,
+)
+from ikomm.cli.preflight import OutsideWindowOpt, print_checks, run_checks
+from ikomm.errors import IkommError, InventoryError
+from ikomm.inventory import Inventory, load_inventory
 from ikomm.ledger import TAKEABLE, Ledger
+from ikomm.waves import Wave, load_wave
+
+if TYPE_CHECKING:
+    from ikomm.dryrun import WavePlan
 
 app = typer.Typer(help="Run waves, follow them, approve their cutover.", no_args_is_help=True)
 
 
-def _stage_table(ledger: Ledger, wave_id: str) -> Group:
+SHOWN = 10  # not-moved users the live view shows; `wave status --all` shows every one
+
+
+def _stage_table(ledger: Ledger, wave_id: str, shown: int | None = SHOWN) -> Group:
     users = ledger.users(wave_id)
     by: dict[tuple[str, str], int] = {}
     for u in users:
@@ -32,15 +52,166 @@ def _stage_table(ledger: Ledger, wave_id: str) -> Group:
     for (state, stage), n in sorted(by.items()):
         table.add_row(state, stage, str(n))
     failed = [u for u in users if u.state in ("failed", "held")]
-    fails = Table(title=f"not moved ({len(failed)})")
+    listed = failed if shown is None else failed[-shown:]
+    title = f"not moved ({len(failed)})" + (f", the last {len(listed)} shown" if len(listed) < len(failed) else "")
+    fails = Table(title=title)
     fails.add_column("user")
     fails.add_column("reason", overflow="fold")
-    for u in failed[-10:]:
+    for u in listed:
         fails.add_row(u.key, u.reason)
     wave = ledger.wave(wave_id) or {}
     note = Table.grid()
     note.add_row(f"wave state: {wave.get('state', 'starting')} {wave.get('detail', '')}")
+    if len(listed) < len(failed):
+        note.add_row(f"{len(failed) - len(listed)} more not moved: ikomm wave status {wave_id} --all (or --json)")
+    for said in ledger.notes(wave_id):
+        note.add_row(f"note ({said['at']}): {said['note']}")
     return Group(table, fails, note) if failed else Group(table, note)
+
+
+def _wave(wave_file: Path, inventory: Path) -> tuple[Inventory, Wave]:
+    """The inventory and the wave file, or exit 2 with every problem."""
+    inv = load(inventory)
+    try:
+        return inv, load_wave(wave_file, inv)
+    except IkommError as exc:
+        raise fail(exc) from None
+
+
+def _include(include: str, retry_failed: bool = False) -> tuple[str, ...]:
+    """--include's states (and --retry-failed's), or exit 2 naming the ones that cannot be taken."""
+    states = tuple(s.strip() for s in include.split(",") if s.strip()) + (("failed",) if retry_failed else ())
+    wrong = [s for s in states if s not in TAKEABLE]
+    if wrong:
+        err.print(f"error: --include {','.join(wrong)}: choose from {', '.join(TAKEABLE)}")
+        raise typer.Exit(2)
+    return states
+
+
+IncludeOpt = Annotated[
+    str, typer.Option(help="Take this wave's users in these states again, e.g. held,rolled_back,failed.")
+]
+TakeOpenOpt = Annotated[
+    bool, typer.Option("--take-from-open-waves", help="Take users another (not running) wave left open.")
+]
+
+
+@app.command("check")
+def wave_check(
+    wave_file: Annotated[Path, typer.Argument(help="waves/<id>.yaml")],
+    inventory: InventoryDir = Path("inventory"),
+    as_json: JsonFlag = False,
+) -> None:
+    """Validate the inventory and the wave file, touching no server; exit 2 with every problem."""
+    try:
+        inv = load_inventory(inventory)
+        wave = load_wave(wave_file, inv)
+    except InventoryError as exc:
+        if as_json:
+            console.print_json(json.dumps({"ok": False, "problems": [p.__dict__ for p in exc.problems]}))
+        else:
+            err.print(str(exc), soft_wrap=True)  # one problem a line: greppable
+        raise typer.Exit(2) from None
+    except IkommError as exc:
+        raise fail(exc) from None
+    per_muni = {m: sum(1 for wu in wave.users if wu.muni == m) for m in wave.spec.municipalities}
+    left_out = sum(1 for wu in wave.users if not wu.user.enabled and not wave.spec.options.include_disabled)
+    w = wave.spec.window
+    summary = {
+        "ok": True,
+        "wave": wave.id,
+        "users": per_muni,
+        "left_out_by_policy": left_out,
+        "window": {"start": w.start.isoformat(), "end": w.end.isoformat()} if w else None,
+        "approval_required": wave.spec.options.approval_required,
+    }
+    if as_json:
+        console.print_json(json.dumps(summary))
+        return
+    console.print(
+        styled(
+            (f"wave {wave.id} is valid:", "green"),
+            f" {len(wave.users)} users ({', '.join(f'{m} {n}' for m, n in per_muni.items())}), "
+            f"{left_out} left out by policy, "
+            + (f"window {w.start.isoformat()} to {w.end.isoformat()}" if w else "no window")
+            + (", approval before cutover" if wave.spec.options.approval_required else ", no approval gate"),
+        )
+    )
+
+
+@app.command("plan")
+def wave_plan(
+    wave_file: Annotated[Path, typer.Argument(help="waves/<id>.yaml")],
+    inventory: InventoryDir = Path("inventory"),
+    include: IncludeOpt = "",
+    take_from_open_waves: TakeOpenOpt = False,
+    changes: Annotated[bool, typer.Option("--changes", help="Every change of every user, not only totals.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Dry run: read the live systems and print the changes the wave would make; nothing is written anywhere."""
+    from ikomm.dryrun import plan_wave
+
+    inv, wave = _wave(wave_file, inventory)
+    states = _include(include)
+    show = None if as_json or not err.is_terminal else err.status(f"reading the live systems for {wave.id}")
+    try:
+        if show is not None:
+            show.start()
+        plan = plan_wave(
+            inv,
+            wave,
+            existing_ledger(),
+            server.state_dir(),
+            states,
+            take_from_open_waves,
+            progress=(lambda n, total: show.update(f"reading the live systems: {n} of {total} users"))
+            if show
+            else None,
+        )
+    except IkommError as exc:
+        raise fail(exc) from None
+    finally:
+        if show is not None:
+            show.stop()
+    if as_json:
+        console.print_json(json.dumps(plan.as_dict()))
+        return
+    _print_plan(plan, changes)
+
+
+def _print_plan(plan: WavePlan, every_change: bool) -> None:
+    if every_change:
+        for f in plan.users:
+            if f.changes:
+                console.print(styled((f"{f.user}", "bold"), f" -> {f.account}"))
+                for c in f.changes:
+                    console.print(f"  {c.stage:8} {c.kind:15} {c.describe()}")
+    totals = Table(title=f"wave {plan.wave}: what a run would do now (dry run, nothing written)")
+    columns = ("moves", "held", "fails", "skipped", "left_out", "refused", "unchanged")
+    written = ("accounts", "groups", "files", "bytes", "devices", "broker")
+    for col in ("municipality", *columns, *written):
+        totals.add_column(col, justify="left" if col == "municipality" else "right")
+    for muni, t in plan.totals().items():
+        totals.add_row(muni, *(str(t[c]) for c in columns), *(f"{t[k]:,}" for k in written))
+    console.print(totals)
+    seats = Table(title="seats per application (in use, this wave, limit)")
+    for col in ("application", "in use", "this wave", "limit", ""):
+        seats.add_column(col, justify="left" if col in ("application", "") else "right")
+    for s in plan.seats.values():
+        over = s["used"] + s["planned"] >= s["limit"]
+        seats.add_row(s["name"], str(s["used"]), str(s["planned"]), str(s["limit"]), "full" if over else "")
+    if plan.seats:
+        console.print(seats)
+    not_moving = [f for f in plan.users if f.outcome != "moves"]
+    if not_moving:
+        table = Table(title=f"users the run would not move ({len(not_moving)})")
+        for col in ("user", "outcome", "why"):
+            table.add_column(col, overflow="fold")
+        for f in not_moving:
+            table.add_row(f.user, f.outcome, f.reason)
+        console.print(table)
+    if not every_change:
+        console.print("every change of every user: --changes (or --json)")
 
 
 @app.command("run")
@@ -49,27 +220,17 @@ def wave_run(
     inventory: InventoryDir = Path("inventory"),
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Approve the cutover (lab and tests).")] = False,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Same as --include failed.")] = False,
-    include: Annotated[
-        str, typer.Option(help="Take this wave's users in these states again, e.g. held,rolled_back,failed.")
-    ] = "",
-    take_from_open_waves: Annotated[
-        bool, typer.Option("--take-from-open-waves", help="Take users another (not running) wave left open.")
+    include: IncludeOpt = "",
+    take_from_open_waves: TakeOpenOpt = False,
+    skip_preflight: Annotated[
+        bool, typer.Option("--skip-preflight", help="Emergencies only: start without preflight (recorded).")
     ] = False,
+    outside_window: OutsideWindowOpt = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Run (or resume) a wave: prepare, approval gate, cutover; a live view of users per stage."""
-    from ikomm.waves import load_wave
-
-    inv = load(inventory)
-    try:
-        wave = load_wave(wave_file, inv)
-    except IkommError as exc:
-        raise fail(exc) from None
-    states = tuple(s.strip() for s in include.split(",") if s.strip()) + (("failed",) if retry_failed else ())
-    wrong = [s for s in states if s not in TAKEABLE]
-    if wrong:
-        err.print(f"error: --include {','.join(wrong)}: choose from {', '.join(TAKEABLE)}")
-        raise typer.Exit(2)
+    """Run (or resume) a wave: preflight, prepare, approval gate, cutover; a live view of users per stage."""
+    inv, wave = _wave(wave_file, inventory)
+    states = _include(include, retry_failed)
     window = wave.spec.window
     if window is not None and not window.contains():
         err.print(styled(("warning:", "yellow"), f" now is outside the wave's window ({window.start} to {window.end})"))
@@ -77,9 +238,29 @@ def wave_run(
         use_local_server()
     except IkommError as exc:
         raise fail(exc) from None
+    if skip_preflight:
+        err.print(styled(("warning:", "yellow"), " preflight skipped; recorded on the wave"))
+    else:
+        try:  # on the ledger as it is (or none yet), so a refusal writes nothing at all
+            checks = run_checks(inv, wave, existing_ledger(), outside_window)
+        except IkommError as exc:
+            raise fail(exc) from None
+        failed = [c for c in checks if not c.ok]
+        if failed:
+            print_checks(failed)
+            err.print(
+                styled(("refused:", "bold red"), f" preflight found {len(failed)} problem(s); nothing was written. ")
+                + f"Fix them (ikomm preflight {wave_file}) or, in an emergency, --skip-preflight."
+            )
+            raise typer.Exit(1)
+    ledger = Ledger(ledger_url())  # before the worker opens its own: one creates the tables, not both at once
+    who = os.environ.get("USER", "unknown")
+    if outside_window and window is not None and not window.contains():
+        ledger.note(wave.id, f"run outside its window ({window.start} to {window.end}, --outside-window) by {who}")
+    if skip_preflight:
+        ledger.note(wave.id, f"preflight skipped (--skip-preflight) by {who}")
     from flows.wave import run_wave
 
-    ledger = Ledger(ledger_url())  # before the worker opens its own: one creates the tables, not both at once
     outcome: dict[str, Any] = {}
     failure: list[BaseException] = []
 
@@ -138,7 +319,11 @@ def wave_run(
 
 
 @app.command("status")
-def wave_status(wave_id: str, as_json: JsonFlag = False) -> None:
+def wave_status(
+    wave_id: str,
+    show_all: Annotated[bool, typer.Option("--all", help="Every user not moved, not only the last ten.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
     """Users of a wave per municipality and state, and the wave's own state."""
     ledger = Ledger(ledger_url())
     wave = ledger.wave(wave_id)
@@ -152,9 +337,12 @@ def wave_status(wave_id: str, as_json: JsonFlag = False) -> None:
             for u in ledger.users(wave_id)
             if u.state in ("failed", "held")
         ]
-        console.print_json(json.dumps({"wave": {k: v for k, v in wave.items()}, "users": counts, "not_moved": failed}))
+        notes = ledger.notes(wave_id)
+        console.print_json(
+            json.dumps({"wave": dict(wave.items()), "users": counts, "not_moved": failed, "notes": notes})
+        )
         return
-    console.print(_stage_table(ledger, wave_id))
+    console.print(_stage_table(ledger, wave_id, None if show_all else SHOWN))
 
 
 @app.command("approve")
@@ -173,3 +361,53 @@ def wave_approve(
     except IkommError as exc:
         raise fail(exc) from None
     console.print(f"wave {wave_id}: cutover {'rejected' if reject else 'approved'} (flow run {run_id})")
+
+
+@app.command("list")
+def wave_list(
+    waves: Annotated[Path, typer.Option("--waves", help="The folder of wave files.")] = Path("waves"),
+    inventory: InventoryDir = Path("inventory"),
+    as_json: JsonFlag = False,
+) -> None:
+    """Every wave: the files in the waves folder and the waves the ledger knows, with state and users."""
+    from ikomm.campaign import wave_files
+
+    inv = load(inventory)
+    try:
+        files = {w.id: w for w in wave_files(waves, inv)}
+    except IkommError as exc:
+        raise fail(exc) from None
+    ledger = existing_ledger()
+    known = {w["id"]: w for w in ledger.waves()} if ledger else {}
+    rows = []
+    for wave_id in [*files, *sorted(set(known) - set(files))]:
+        w, row = files.get(wave_id), known.get(wave_id)
+        counts: dict[str, int] = {}
+        if ledger and row:
+            for (_muni, state), n in ledger.counts(wave_id).items():
+                counts[state] = counts.get(state, 0) + n
+        window = w.spec.window if w else None
+        rows.append(
+            {
+                "wave": wave_id,
+                "file": str(w.path) if w else (row or {}).get("file"),
+                "window": window.start.isoformat() if window else None,
+                "users": len(w.users) if w else sum(counts.values()),
+                "state": row["state"] if row else "not run",
+                "started": row["started"] if row else None,
+                "ended": row["ended"] if row else None,
+                "by_state": counts,
+            }
+        )
+    if as_json:
+        console.print_json(json.dumps(rows))
+        return
+    table = Table(title=f"waves ({len(rows)})")
+    for col in ("wave", "window", "users", "state", "started", "outcome"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        outcome = ", ".join(f"{n} {s}" for s, n in sorted(r["by_state"].items()))
+        table.add_row(
+            r["wave"], r["window"] or "-", str(r["users"]), r["state"], (r["started"] or "-")[:16], outcome or "-"
+        )
+    console.print(table)

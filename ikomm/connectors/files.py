@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import paramiko
+from paramiko.sftp import CMD_EXTENDED, CMD_EXTENDED_REPLY
 
 from ikomm.errors import ConflictError, FatalError, IkommError, InvalidInputError, TransientError
 
@@ -270,6 +271,19 @@ class FileServer:
                     else:
                         manifest.refused[rel] = "not a regular file, folder or symlink"
         return manifest
+
+    def free_bytes(self, path: str) -> int:
+        """Bytes free to an unprivileged writer on the file system holding path (OpenSSH's statvfs extension)."""
+        with self.session() as sftp:
+            try:
+                # paramiko has no public call for SFTP extensions; _request sends one and reads its reply
+                kind, msg = sftp._request(CMD_EXTENDED, "statvfs@openssh.com", path)  # type: ignore[attr-defined]
+            except OSError as exc:
+                raise classify(exc, f"free space of {self.host}:{path}") from None
+            if kind != CMD_EXTENDED_REPLY or msg is None:
+                raise FatalError(f"{self.host}: the SFTP server does not report free space (statvfs@openssh.com)")
+            _bsize, frsize, _blocks, _bfree, bavail = (msg.get_int64() for _ in range(5))
+            return int(frsize * bavail)
 
     # --- writing --------------------------------------------------------------------------------
 

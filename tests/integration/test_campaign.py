@@ -158,7 +158,7 @@ def test_overlapping_and_concurrent_waves_rollback_and_requeue(
     check_systems(inv, ledger, "oyer-alle")
 
     # rolled back: a plain rerun leaves them so; --include rolled_back moves them again
-    assert env.ikomm("rollback", "wave", "oyer-alle", inventory=inv.root).returncode == 0
+    assert env.ikomm("rollback", "wave", "oyer-alle", "--yes", inventory=inv.root).returncode == 0
     rolled = {u.key for u in ledger.owned("oyer-alle") if u.state == "rolled_back"}
     assert rolled
     assert env.ikomm("wave", "run", str(oyer_wave), inventory=inv.root).returncode == 0

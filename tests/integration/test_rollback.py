@@ -56,7 +56,7 @@ def test_rollback_killed_halfway_finishes_on_rerun(env: Env, lab: Lab, lab_inven
     devices_before = {p.name: p.read_bytes() for p in config_host.iterdir()}
     wave = env.wave_file("halv", ["lillehammer"], approval_required=False)
     assert env.ikomm("wave", "run", str(wave), inventory=inv.root).returncode == 0
-    proc = env.ikomm("rollback", "wave", "halv", "--purge", inventory=inv.root, wait=False)
+    proc = env.ikomm("rollback", "wave", "halv", "--purge", "--yes", inventory=inv.root, wait=False)
     db = env.ledger_url.removeprefix("sqlite:///")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
@@ -69,8 +69,8 @@ def test_rollback_killed_halfway_finishes_on_rerun(env: Env, lab: Lab, lab_inven
     proc.wait()
     ledger = Ledger(env.ledger_url)
     assert any(u.state != "rolled_back" for u in ledger.users("halv") if u.state not in ("held", "left_out"))
-    assert env.ikomm("rollback", "wave", "halv", "--purge", inventory=inv.root).returncode == 0
-    assert env.ikomm("rollback", "wave", "halv", "--purge", inventory=inv.root).returncode == 0
+    assert env.ikomm("rollback", "wave", "halv", "--purge", "--yes", inventory=inv.root).returncode == 0
+    assert env.ikomm("rollback", "wave", "halv", "--purge", "--yes", inventory=inv.root).returncode == 0
     assert "nothing to undo" in output(env)
     # the narrowest window, made certain: killed after a user's last undo, before its state changed
     key = next(u.key for u in ledger.users("halv") if u.state == "rolled_back")

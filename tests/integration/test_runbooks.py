@@ -78,8 +78,18 @@ def test_resume_runbooks_after_a_file_server_died(env: Env, lab: Lab, lab_invent
     )
     lab.stop_server("fs-gausdal")
     try:
-        assert env.ikomm("wave", "run", str(wave), inventory=inv.root).returncode == 1
+        assert env.ikomm("wave", "run", str(wave), "--skip-preflight", inventory=inv.root).returncode == 1
     finally:
         lab.start_server("fs-gausdal")
     run_page(env, page, {"WAVE": "stopp"}, inv)
     assert {u.state for u in Ledger(env.ledger_url).users("stopp")} <= {"verified", "held"}
+
+
+def test_start_a_wave_runbook_checks_plans_preflights_and_runs(env: Env, lab_inventory: Inventory) -> None:
+    """The night's page: check, dry run, preflight and run, each command as written; the wave ends done."""
+    inv = lab_inventory
+    env.wave_file("natt", ["oyer"], approval_required=False)
+    out = run_page(env, "start-a-wave.md", {"WAVE": "natt"}, inv)
+    assert "wave natt is valid" in out and "ready to run" in out and "dry run, nothing written" in out
+    wave = Ledger(env.ledger_url).wave("natt")
+    assert wave is not None and wave["state"] == "done"

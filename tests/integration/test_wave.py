@@ -209,7 +209,7 @@ def test_faults_leave_those_users_undone_and_the_rest_migrated(
     lab.stop_server("config-host")
     try:
         wave = env.wave_file("feil", ["lillehammer", "gausdal", "oyer"])  # Lillehammer has users without a device
-        env.ikomm("wave", "run", str(wave), "--auto-approve", inventory=inv_dir)
+        env.ikomm("wave", "run", str(wave), "--auto-approve", "--skip-preflight", inventory=inv_dir)
     finally:
         lab.start_server("config-host")
     ledger = Ledger(env.ledger_url)
@@ -232,7 +232,7 @@ def test_failure_budget_stops_the_wave_when_a_file_server_dies(env: Env, lab: La
     lab.stop_server("fs-lillehammer")
     try:
         wave = env.wave_file("budsjett", ["lillehammer"], failure_budget=0.1, min_failures=3, concurrency=2)
-        proc = env.ikomm("wave", "run", str(wave), "--auto-approve", inventory=inv.root)
+        proc = env.ikomm("wave", "run", str(wave), "--auto-approve", "--skip-preflight", inventory=inv.root)
     finally:
         lab.start_server("fs-lillehammer")
     assert proc.returncode == 1
