@@ -47,7 +47,7 @@ def main() -> None:
     env = {
         **os.environ,
         "IKOMM_STATE": str(STATE.resolve()),
-        "IKOMM_PREFECT_PORT": "4221",
+        "IKOMM_PREFECT_PORT": "4222",
         "IKOMM_LEDGER_URL": f"sqlite:///{(STATE / 'no-ledger.db').resolve()}",  # never created: nothing writes
     }
     os.environ.update({k: env[k] for k in ("IKOMM_STATE", "IKOMM_PREFECT_PORT")})

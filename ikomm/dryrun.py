@@ -23,7 +23,6 @@ from ikomm.inventory.models import Application
 from ikomm.ledger import FINAL, Ledger
 from ikomm.opening import preview
 from ikomm.stages import (
-    legacy_session_user,
     plan_account,
     plan_broker,
     plan_device,
@@ -48,7 +47,6 @@ class UserForecast:
     outcome: str  # one of OUTCOMES
     reason: str = ""
     changes: list[Change] = field(default_factory=list)
-    legacy_sessions: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         files = [c.estimate for c in self.changes if isinstance(c, CopyTree) and c.estimate]
@@ -61,7 +59,6 @@ class UserForecast:
             "changes": [c.as_dict() for c in self.changes],
             "files": sum(f for f, _ in files),
             "bytes": sum(b for _, b in files),
-            "legacy_sessions": self.legacy_sessions,
         }
 
 
@@ -161,7 +158,6 @@ def _forecast(run: WaveRun, wu: WaveUser, decided: tuple[str, Any], left_out: st
         return f
     try:
         f.changes = _changes(run, wu)
-        f.legacy_sessions = len(run.c.broker().sessions(legacy_session_user(run, wu)[0]))
     except HeldError as exc:
         f.outcome, f.reason = "held", str(exc)
     except IkommError as exc:
@@ -176,7 +172,8 @@ def _changes(run: WaveRun, wu: WaveUser) -> list[Change]:
     changes: list[Change] = [*account.changes]
     changes += plan_entitlements(run, wu, up, account.dn)
     changes += plan_files(run, wu, None, count=True)
-    changes += [c for c in (plan_device(run, wu), plan_broker(run, wu), plan_retire(run, wu)) if c is not None]
+    later = (plan_device(run, wu), plan_broker(run, wu, cached=True), plan_retire(run, wu, up.legacy))
+    changes += [c for c in later if c is not None]
     return changes
 
 

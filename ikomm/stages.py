@@ -304,13 +304,19 @@ def plan_device(run: WaveRun, wu: WaveUser) -> DeviceConfig | None:
     return DeviceConfig("cutover", wu.user.device, before, devices.backup(wu.user.device), wanted)
 
 
-def plan_broker(run: WaveRun, wu: WaveUser) -> BrokerAdd | None:
-    """The user on the zone's collection, unless the broker lists them already."""
+def plan_broker(run: WaveRun, wu: WaveUser, cached: bool = False) -> BrokerAdd | None:
+    """The user on the zone's collection, unless the broker lists them already.
+
+    cached: as the broker listed the collection when first asked in this run (the dry run: one read a
+    collection, not one a user); otherwise read now, as the cutover must.
+    """
     collection = run.inv.zone(wu.user.zone).terminal_farm.collection
     name = run.broker_name(wu)
-    if name.lower() in (u.lower() for u in run.c.broker().collection_users(collection)):
-        return None
-    return BrokerAdd("cutover", collection, name)
+    if cached:
+        listed = run.broker_lists(wu)
+    else:
+        listed = name.lower() in (u.lower() for u in run.c.broker().collection_users(collection))
+    return None if listed else BrokerAdd("cutover", collection, name)
 
 
 def legacy_session_user(run: WaveRun, wu: WaveUser) -> tuple[str, str]:
@@ -369,10 +375,10 @@ def stage_verify(run: WaveRun, wu: WaveUser, dn: str) -> None:
         raise ConflictError("verify failed: " + "; ".join(problems))
 
 
-def plan_retire(run: WaveRun, wu: WaveUser) -> DisableLegacy | None:
-    """The legacy account disabled (never deleted), unless it is already."""
+def plan_retire(run: WaveRun, wu: WaveUser, entry: Snapshot | None = None) -> DisableLegacy | None:
+    """The legacy account disabled (never deleted), unless it is already (entry: as just read, if it was)."""
     legacy = run.c.legacy(wu.muni)
-    entry = legacy.find_user(wu.user.legacy_id)
+    entry = entry or legacy.find_user(wu.user.legacy_id)
     if entry is None:
         raise InvalidInputError(f"the legacy account {wu.user.legacy_id} is gone")
     if legacy.config.kind == "ad":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import threading
@@ -195,8 +196,8 @@ def _print_plan(plan: WavePlan, every_change: bool) -> None:
         totals.add_row(muni, *(str(t[c]) for c in columns), *(f"{t[k]:,}" for k in written))
     console.print(totals)
     seats = Table(title="seats per application (in use, this wave, limit)")
-    for col in ("application", "in use", "this wave", "limit", ""):
-        seats.add_column(col, justify="left" if col in ("application", "") else "right")
+    for col in ("application", "in use", "this wave", "limit", "note"):
+        seats.add_column(col, justify="left" if col in ("application", "note") else "right")
     for s in plan.seats.values():
         over = s["used"] + s["planned"] >= s["limit"]
         seats.add_row(s["name"], str(s["used"]), str(s["planned"]), str(s["limit"]), "full" if over else "")
@@ -254,7 +255,7 @@ def wave_run(
             )
             raise typer.Exit(1)
     ledger = Ledger(ledger_url())  # before the worker opens its own: one creates the tables, not both at once
-    who = os.environ.get("USER", "unknown")
+    who = getpass.getuser()
     if outside_window and window is not None and not window.contains():
         ledger.note(wave.id, f"run outside its window ({window.start} to {window.end}, --outside-window) by {who}")
     if skip_preflight:
