@@ -133,6 +133,8 @@ def wave_flow(
     ledger = Ledger(url_for(Path(state_dir)))  # from the environment: a URL may carry a password
     if ledger.wave(wave.id) is None:
         raise ConflictError(f"wave {wave.id} is not open in the ledger: start it with run_wave (`ikomm wave run`)")
+    for orphan in mark_orphans(wave.id):
+        logger.warning("flow run %s of this wave was left %s by a process that died: marked Crashed", *orphan)
     ledger.set_wave(wave.id, "running")
     run = WaveRun(inv, wave, ledger, Path(state_dir))
     RUNS[wave.id] = run
@@ -266,6 +268,42 @@ def run_wave(
         "took_over_from": lease.took_over,
     }
     return result
+
+
+def mark_orphans(wave_id: str) -> list[tuple[str, str]]:
+    """Mark Crashed the flow runs of this wave that a killed process left open; return (name, old state) each.
+
+    Called at the start of the wave's flow run, which holds the wave's lease (one writer per wave):
+    any other run of this wave still Running, Pending or Paused has lost its process.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterName,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.runtime import flow_run
+    from prefect.states import Crashed
+
+    names = [wave_id, *(f"{wave_id} · {phase}" for phase in ("prepare", "cutover", "migrate"))]
+    open_types = [StateType.RUNNING, StateType.PENDING, StateType.PAUSED]
+    marked = []
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                name=FlowRunFilterName(any_=names),
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=open_types)),
+            )
+        )
+        for run in runs:
+            if str(run.id) == flow_run.id:
+                continue
+            message = f"its process ended without closing it; wave {wave_id} was resumed by flow run {flow_run.id}"
+            client.set_flow_run_state(run.id, Crashed(message=message), force=True)
+            marked.append((str(run.name), str(run.state.name) if run.state else "?"))
+    return marked
 
 
 def approve_wave(wave_id: str, approval: dict[str, Any]) -> str:

@@ -104,7 +104,8 @@ def run_user(run: WaveRun, wu: WaveUser, phase: str, final_attempt: bool = True)
     """Move one user through a phase, undo and record the failure when it is final.
 
     Phases: 'prepare' (up to the approval gate), 'cutover' (after it), or 'migrate' (both, for a
-    wave whose gate is already open: no approval required, or given). A TransientError on a
+    wave whose gate is already open: no approval required, or given). A user who must wait for an
+    application returns 'held' (undone, recorded), not an error. A TransientError on a
     non-final attempt is raised as it is, for the caller to retry; the stages are idempotent, so the
     retry starts the phase again.
     """
@@ -132,6 +133,9 @@ def run_user(run: WaveRun, wu: WaveUser, phase: str, final_attempt: bool = True)
             raise
         fail_user(run, wu, TransientError(f"gave up after retries: {exc}"))
         raise
+    except HeldError as exc:  # not a failure: nothing changed for them, and they keep working as before
+        fail_user(run, wu, exc)
+        return "held"
     except IkommError as exc:
         fail_user(run, wu, exc)
         raise

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Any, ParamSpec, TypeVar
 
-from prefect import task
+from prefect import State, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import task_run as current_task_run
+from prefect.states import Completed
 from prefect.tasks import Task, exponential_backoff
 
 from ikomm.errors import TransientError
@@ -56,7 +57,18 @@ def last_attempt(run: WaveRun) -> bool:
 
 
 @task(name="move-user", task_run_name="{user} · {phase}", **PER_USER)
-def move_user(wave_id: str, user: str, phase: str) -> str:
-    """Move one user through a phase; the last failed attempt undoes the user's changes."""
+def move_user(wave_id: str, user: str, phase: str) -> str | State[str]:
+    """Move one user through a phase; the last failed attempt undoes the user's changes.
+
+    A held user ends Completed-type in a state named Held, with the reason: nothing failed, nothing was
+    changed for them (the UI and the dashboard must not count them as failures); a user another wave
+    owns ends Skipped.
+    """
     run = RUNS[wave_id]
-    return run_user(run, run.user(user), phase, final_attempt=last_attempt(run))
+    outcome = run_user(run, run.user(user), phase, final_attempt=last_attempt(run))
+    if outcome == "held":
+        row = run.ledger.user(user)
+        return Completed(name="Held", message=row.reason if row else "held", data=outcome)
+    if outcome == "skipped":
+        return Completed(name="Skipped", message="another wave owns this user now", data=outcome)
+    return outcome

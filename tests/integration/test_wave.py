@@ -135,6 +135,38 @@ def ui_task_runs(api: str, flow_run: str, expected: int) -> set[str]:
     return names
 
 
+def ui_task_run_states(api: str, flow_run: str) -> dict[str, tuple[str, str, str]]:
+    """Task-run name -> (state type, state name, message) under the newest flow run of that name, waiting up to
+    60 s for the server's recorder to reach every final state."""
+    deadline = time.monotonic() + 60
+    while True:
+        states = _task_run_states(api, flow_run)
+        if time.monotonic() > deadline or all(t in ("COMPLETED", "FAILED", "CRASHED") for t, _, _ in states.values()):
+            return states
+        time.sleep(2)
+
+
+def _task_run_states(api: str, flow_run: str) -> dict[str, tuple[str, str, str]]:
+    newest = httpx.post(
+        f"{api}/flow_runs/filter",
+        json={"flow_runs": {"name": {"any_": [flow_run]}}, "sort": "EXPECTED_START_TIME_DESC", "limit": 1},
+        timeout=30,
+    ).json()
+    out: dict[str, tuple[str, str, str]] = {}
+    offset = 0
+    while newest:
+        page = httpx.post(
+            f"{api}/task_runs/filter",
+            json={"flow_runs": {"id": {"any_": [newest[0]["id"]]}}, "limit": 200, "offset": offset},
+            timeout=30,
+        ).json()
+        out |= {r["name"]: (r["state"]["type"], r["state"]["name"], r["state"]["message"] or "") for r in page}
+        offset += len(page)
+        if len(page) < 200:
+            break
+    return out
+
+
 def test_wave_moves_everyone_checks_out_and_rerun_is_a_no_op(
     env: Env, lab_inventory: Inventory, prefect_api: str
 ) -> None:
@@ -149,6 +181,11 @@ def test_wave_moves_everyone_checks_out_and_rerun_is_a_no_op(
     assert all("not ready" in u.reason for u in ledger.users("alle") if u.state == "held")
     wanted = {f"{u.key} · migrate" for u in ledger.users("alle") if u.state != "left_out"}  # no task: policy
     assert ui_task_runs(prefect_api, "alle · migrate", len(wanted)) == wanted  # the helpdesk finds every user
+    held = {f"{u.key} · migrate": u.reason for u in ledger.users("alle") if u.state == "held"}
+    states = ui_task_run_states(prefect_api, "alle · migrate")
+    assert held and all(states[name][:2] == ("COMPLETED", "Held") for name in held), states  # not Failed: nothing did
+    assert all("not ready" in states[name][2] for name in held)
+    assert not [n for n, st in states.items() if st[0] != "COMPLETED"], states
     changes = (
         sqlite3.connect(env.ledger_url.removeprefix("sqlite:///")).execute("select count(*) from changes").fetchone()
     )
@@ -279,6 +316,15 @@ def test_sigkill_then_rerun_completes_the_wave(env: Env, lab_inventory: Inventor
         .fetchall()
     )
     assert dup == []
+    # the killed run's flow run is not left Running in the UI: Crashed, pointing at the run that resumed it
+    api = env.vars["PREFECT_API_URL"]
+    runs = httpx.post(
+        f"{api}/flow_runs/filter",
+        json={"flow_runs": {"name": {"any_": ["avbrutt"]}}, "sort": "EXPECTED_START_TIME_DESC", "limit": 2},
+        timeout=30,
+    ).json()
+    assert [r["state"]["type"] for r in runs] == ["COMPLETED", "CRASHED"], [r["state"] for r in runs]
+    assert f"resumed by flow run {runs[0]['id']}" in runs[1]["state"]["message"]
 
 
 def test_approval_gate_waits_for_the_lead(env: Env, lab_inventory: Inventory) -> None:
