@@ -107,28 +107,33 @@ def assert_no_password_anywhere(env: Env, wave_id: str, prefect_db: Path) -> Non
         assert not leaked, f"a password is in {path}"
 
 
+def task_runs_of(api: str, flow_run: str) -> list[dict[str, Any]]:
+    """Every task run the Prefect server recorded under the newest flow run of that name (what the UI lists)."""
+    newest = httpx.post(  # the server keeps flow runs of the same name from earlier sessions
+        f"{api}/flow_runs/filter",
+        json={"flow_runs": {"name": {"any_": [flow_run]}}, "sort": "EXPECTED_START_TIME_DESC", "limit": 1},
+        timeout=30,
+    ).json()
+    runs: list[dict[str, Any]] = []
+    while newest:
+        page = httpx.post(
+            f"{api}/task_runs/filter",
+            json={"flow_runs": {"id": {"any_": [newest[0]["id"]]}}, "limit": 200, "offset": len(runs)},
+            timeout=30,
+        ).json()
+        runs += page
+        if len(page) < 200:
+            break
+    return runs
+
+
 def ui_task_runs(api: str, flow_run: str, expected: int) -> set[str]:
     """Names of the task runs the Prefect server recorded under a flow run (what the UI lists),
     waiting up to 60 s for its recorder to catch up."""
     names: set[str] = set()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        names, offset = set(), 0
-        newest = httpx.post(  # the server keeps flow runs of the same name from earlier sessions
-            f"{api}/flow_runs/filter",
-            json={"flow_runs": {"name": {"any_": [flow_run]}}, "sort": "EXPECTED_START_TIME_DESC", "limit": 1},
-            timeout=30,
-        ).json()
-        while newest:
-            page = httpx.post(
-                f"{api}/task_runs/filter",
-                json={"flow_runs": {"id": {"any_": [newest[0]["id"]]}}, "limit": 200, "offset": offset},
-                timeout=30,
-            ).json()
-            names |= {r["name"] for r in page}
-            offset += len(page)
-            if len(page) < 200:
-                break
+        names = {r["name"] for r in task_runs_of(api, flow_run)}
         if len(names) >= expected:
             break
         time.sleep(2)
@@ -140,31 +145,13 @@ def ui_task_run_states(api: str, flow_run: str) -> dict[str, tuple[str, str, str
     60 s for the server's recorder to reach every final state."""
     deadline = time.monotonic() + 60
     while True:
-        states = _task_run_states(api, flow_run)
+        states = {
+            r["name"]: (r["state"]["type"], r["state"]["name"], r["state"]["message"] or "")
+            for r in task_runs_of(api, flow_run)
+        }
         if time.monotonic() > deadline or all(t in ("COMPLETED", "FAILED", "CRASHED") for t, _, _ in states.values()):
             return states
         time.sleep(2)
-
-
-def _task_run_states(api: str, flow_run: str) -> dict[str, tuple[str, str, str]]:
-    newest = httpx.post(
-        f"{api}/flow_runs/filter",
-        json={"flow_runs": {"name": {"any_": [flow_run]}}, "sort": "EXPECTED_START_TIME_DESC", "limit": 1},
-        timeout=30,
-    ).json()
-    out: dict[str, tuple[str, str, str]] = {}
-    offset = 0
-    while newest:
-        page = httpx.post(
-            f"{api}/task_runs/filter",
-            json={"flow_runs": {"id": {"any_": [newest[0]["id"]]}}, "limit": 200, "offset": offset},
-            timeout=30,
-        ).json()
-        out |= {r["name"]: (r["state"]["type"], r["state"]["name"], r["state"]["message"] or "") for r in page}
-        offset += len(page)
-        if len(page) < 200:
-            break
-    return out
 
 
 def test_wave_moves_everyone_checks_out_and_rerun_is_a_no_op(
