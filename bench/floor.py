@@ -36,8 +36,8 @@ class NullLedger:
     def changes(self, *args: Any, **kwargs: Any) -> list[Any]:
         return []
 
-    def change_status(self, *args: Any) -> str:
-        return "planned"
+    def change_status_of(self, *args: Any) -> None:
+        return None  # never recorded: the initial password is set, as in a first wave
 
     def snapshot(self, *args: Any) -> None:
         return None  # so the snapshot's reads are made, as in the wave

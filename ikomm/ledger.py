@@ -567,11 +567,6 @@ class Ledger:
 
     # --- changes --------------------------------------------------------------------------------
 
-    def change_status(self, change_id: int) -> str:
-        """planned, done or undone."""
-        with self.engine.connect() as conn:
-            return str(conn.execute(sa.select(changes_t.c.status).where(changes_t.c.id == change_id)).scalar_one())
-
     def change_status_of(self, key: str, stage: str, kind: str, target: str) -> str | None:
         """planned, done or undone for the change with this key, or None if it was never recorded."""
         with self.engine.connect() as conn:
