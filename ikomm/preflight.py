@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
-from ikomm.connectors.directory import DirectoryConnector, child_dn
+from ikomm.connectors.directory import DirectoryConnector
 from ikomm.errors import IkommError
 from ikomm.ledger import FINAL
 from ikomm.policy import left_out_reason, needed_apps
@@ -152,7 +152,6 @@ def names_free(run: WaveRun, todo: list[WaveUser]) -> list[Check]:
 
 def seats_free(run: WaveRun, todo: list[WaveUser]) -> list[Check]:
     """Each application has a seat for every user of the wave who needs one and is not a member yet."""
-    groups_dn = run.inv.platform.directory.groups_dn
     need: dict[str, list[WaveUser]] = {}
     for wu in todo:
         for app in needed_apps(run.inv, wu.muni, wu.user):
@@ -161,10 +160,7 @@ def seats_free(run: WaveRun, todo: list[WaveUser]) -> list[Check]:
     full = []
     for app_id, users in sorted(need.items()):
         app = run.inv.applications[app_id]
-        members: set[str] = set()
-        for group in app.groups.values():
-            entry = run.c.platform().read(child_dn("CN", group, groups_dn), ["member"])
-            members |= {m.lower() for m in (entry.get("member") if entry else ())}
+        members = [m.lower() for m in run.seats.members(app)]  # counted as the run's seat book counts them
         names = {run.account(wu).lower() for wu in users}
         already = sum(1 for m in members if m.split(",", 1)[0].removeprefix("cn=") in names)
         wanted = len(users) - already

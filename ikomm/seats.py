@@ -20,12 +20,16 @@ class SeatBook:
         self._used: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def _count(self, app: Application) -> int:
-        total = 0
+    def members(self, app: Application) -> list[str]:
+        """The member DNs of the application's groups, read now; each one a seat (preflight counts them too)."""
+        found: list[str] = []
         for group in app.groups.values():
             entry = self._ad.read(child_dn("CN", group, self._groups_dn), ["member"])
-            total += len(entry.get("member")) if entry else 0
-        return total
+            found += entry.get("member") if entry else ()
+        return found
+
+    def _count(self, app: Application) -> int:
+        return len(self.members(app))
 
     def _now(self, app: Application) -> int:
         """Seats of app in use (counted on first ask, then kept); the caller holds the lock."""

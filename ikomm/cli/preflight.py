@@ -14,7 +14,7 @@ from ikomm.cli.console import InventoryDir, JsonFlag, console, existing_ledger, 
 from ikomm.errors import IkommError
 from ikomm.inventory import Inventory
 from ikomm.ledger import Ledger
-from ikomm.preflight import Check
+from ikomm.preflight import Check, problems
 from ikomm.waves import Wave, load_wave
 
 OutsideWindowOpt = Annotated[
@@ -61,7 +61,7 @@ def preflight_cmd(
         checks = run_checks(inv, wave, existing_ledger(), outside_window)
     except IkommError as exc:
         raise fail(exc) from None
-    failed = [c for c in checks if not c.ok]
+    failed = problems(checks)
     if as_json:
         console.print_json(json.dumps({"ok": not failed, "checks": [c.as_dict() for c in checks]}))
     else:

@@ -31,6 +31,7 @@ from ikomm.cli.preflight import OutsideWindowOpt, print_checks, run_checks
 from ikomm.errors import IkommError, InventoryError
 from ikomm.inventory import Inventory, load_inventory
 from ikomm.ledger import TAKEABLE, Ledger
+from ikomm.preflight import problems
 from ikomm.waves import Wave, load_wave
 
 if TYPE_CHECKING:
@@ -246,7 +247,7 @@ def wave_run(
             checks = run_checks(inv, wave, existing_ledger(), outside_window)
         except IkommError as exc:
             raise fail(exc) from None
-        failed = [c for c in checks if not c.ok]
+        failed = problems(checks)
         if failed:
             print_checks(failed)
             err.print(
