@@ -3,14 +3,14 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := slapd ldap-utils samba samba-ad-dc winbind openssh-server python3-venv
+APT_PACKAGES := slapd ldap-utils samba samba-ad-dc winbind openssh-server python3-venv chromium
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
 .PHONY: setup apt venv test lint unit integration demo bench bench-campaign bench-cockpit lab-up lab-down clean
 
 setup: apt venv
 
-# System packages: the real servers of the lab (slapd, Samba AD DC, sshd).
+# System packages: the real servers of the lab (slapd, Samba AD DC, sshd), and Chromium for the UI test.
 apt:
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
 	  echo "installing system packages: $(APT_PACKAGES)"; \

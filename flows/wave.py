@@ -11,22 +11,24 @@ not the UI's counts, is the source of truth.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from prefect import flow, get_run_logger, tags
+from prefect import State, flow, get_run_logger, tags
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
-    create_table_artifact,
     update_progress_artifact,
 )
 from prefect.flow_runs import pause_flow_run
 from prefect.futures import wait
 from prefect.input import RunInput
+from prefect.runtime import flow_run
+from prefect.states import Completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.campaign import publish_status
@@ -37,7 +39,9 @@ from ikomm.inventory import Inventory, load_inventory
 from ikomm.leases import Lease
 from ikomm.ledger import FINAL, Ledger, url_for
 from ikomm.opening import open_wave
+from ikomm.policy import ready_date
 from ikomm.report import summary_markdown, table_rows
+from ikomm.server import task_run_url
 from ikomm.wave_run import LocalGate, WaveRun
 from ikomm.waves import Wave, load_wave
 from tasks.user import RUNS, move_user, with_wave_retries
@@ -58,6 +62,7 @@ class Progress:
 
     def __init__(self, run: WaveRun, total: int) -> None:
         self.run, self.total = run, max(total, 1)
+        self.flow_run_id: str | None = flow_run.id  # the wave's: its artifacts belong to it, not to a user
         # every user's (state, stage), kept from the state changes as they happen, so an update need
         # not read the whole wave from the ledger (at 2,500 users that was 2 % of the wave's CPU)
         self.users = {r.key: (r.state, r.stage) for r in run.ledger.users(run.wave.id)}
@@ -85,20 +90,39 @@ class Progress:
         update_progress_artifact(self.artifact, min(100.0, 100.0 * done / self.total))
         if time.monotonic() - self.last_table >= 10.0:  # the table is a new version each time: less often
             self.last_table = time.monotonic()
-            users_table(self.run)
+            users_table(self.run, self.flow_run_id)
 
 
-def users_table(run: WaveRun) -> None:
-    """The table artifact of users per municipality and state (a new version each call)."""
-    create_table_artifact(
-        table_rows(run.ledger, run.wave.id),
-        key=f"wave-{run.wave.id}-users".lower(),
-        description="Users per municipality and state",
-    )
+def users_table(run: WaveRun, flow_run_id: str | None) -> None:
+    """The table artifact of users per municipality and state (a new version each call), on the wave's flow
+    run: it is called from the users' worker threads too, and would belong to whichever task run called."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import ArtifactCreate
+
+    with get_client(sync_client=True) as client:
+        client.create_artifact(
+            ArtifactCreate(
+                key=f"wave-{run.wave.id}-users".lower(),
+                type="table",
+                data=json.dumps(table_rows(run.ledger, run.wave.id)),
+                description="Users per municipality and state",
+                flow_run_id=UUID(flow_run_id) if flow_run_id else None,
+            )
+        )
 
 
 def _phase(run: WaveRun, phase: str, keys: list[str]) -> dict[str, int]:
-    futures = with_wave_retries(move_user, run).map(run.wave.id, keys, phase)
+    """Every user's task run for the phase, tagged with the user's own municipality (and state:held when the
+    inventory says an application they need is not ready yet); each task run recorded in the ledger."""
+    task = with_wave_retries(move_user, run)
+    futures = []
+    for key in keys:
+        wu = run.user(key)
+        ready = ready_date(run.inv, wu.muni, wu.user)
+        labels = [f"municipality:{wu.muni}", *(["state:held"] if ready and ready > run.today else [])]
+        with tags(*labels):
+            futures.append(task.submit(run.wave.id, key, run.account(wu), phase))
+    run.ledger.link_task_runs(run.wave.id, phase, {k: str(f.task_run_id) for k, f in zip(keys, futures, strict=True)})
     wait(futures)
     outcome: dict[str, int] = {}
     for f in futures:
@@ -110,8 +134,9 @@ def _phase(run: WaveRun, phase: str, keys: list[str]) -> dict[str, int]:
 
 def _phase_flow(phase: str) -> Any:
     @flow(name=f"wave-{phase}", flow_run_name="{wave_id} · " + phase, persist_result=False, validate_parameters=False)
-    def phase_flow(wave_id: str, keys: list[str]) -> dict[str, int]:
-        return _phase(RUNS[wave_id], phase, keys)
+    def phase_flow(wave_id: str, keys: list[str]) -> State[dict[str, int]]:
+        outcome = _phase(RUNS[wave_id], phase, keys)
+        return Completed(message=counted(outcome), data=outcome)
 
     return phase_flow
 
@@ -124,9 +149,27 @@ migrate_flow = _phase_flow("migrate")
 @flow(name="wave", flow_run_name="{wave_id}", persist_result=False)
 def wave_flow(
     wave_id: str, wave_file: str, inventory: str, state_dir: str, auto_approve: bool = False
-) -> dict[str, Any]:
+) -> State[dict[str, Any]]:
     """Move the wave's users: prepare all, approval gate, cutover all (or all straight through when the
-    gate is open already), summary."""
+    gate is open already), summary. The flow run ends Completed with the users' count in its message
+    ("97 verified, 2 failed, 19 held"), or Stopped with why (failure budget, not approved)."""
+    result = _wave(wave_id, wave_file, inventory, state_dir, auto_approve)
+    ledger = Ledger(url_for(Path(state_dir)))
+    totals: dict[str, int] = {}
+    for (_, state), n in ledger.counts(wave_id).items():
+        totals[state] = totals.get(state, 0) + n
+    message = counted(totals)
+    if result["state"] == "stopped":
+        return Completed(name="Stopped", message=f"{result.get('reason') or 'stopped'}: {message}", data=result)
+    return Completed(message=message, data=result)
+
+
+def counted(outcome: dict[str, int]) -> str:
+    """'97 verified, 2 failed, 19 held': the counts of users per outcome, the most common first."""
+    return ", ".join(f"{n} {name}" for name, n in sorted(outcome.items(), key=lambda kv: (-kv[1], kv[0]))) or "no users"
+
+
+def _wave(wave_id: str, wave_file: str, inventory: str, state_dir: str, auto_approve: bool) -> dict[str, Any]:
     logger = get_run_logger()
     inv = load_inventory(Path(inventory))
     wave = load_wave(Path(wave_file), inv)
@@ -135,6 +178,7 @@ def wave_flow(
         raise ConflictError(f"wave {wave.id} is not open in the ledger: start it with run_wave (`ikomm wave run`)")
     for orphan in mark_orphans(wave.id):
         logger.warning("flow run %s of this wave was left %s by a process that died: marked Crashed", *orphan)
+    add_tags([f"municipality:{m}" for m in wave.spec.municipalities])
     ledger.set_wave(wave.id, "running")
     run = WaveRun(inv, wave, ledger, Path(state_dir))
     RUNS[wave.id] = run
@@ -172,13 +216,15 @@ def wave_flow(
             return _stop(run, _over_budget(run))
         pending = sum(1 for r in ledger.users(wave.id) if r.state not in FINAL)
         final_state = "done" if pending == 0 else "stopped"
-        ledger.set_wave(wave.id, final_state, f"{pending} user(s) not in a final state", ended=True)
-        return {"state": final_state, "changed": True}
+        why = f"{pending} user(s) not in a final state"
+        ledger.set_wave(wave.id, final_state, why, ended=True)
+        return {"state": final_state, "changed": True, **({"reason": why} if pending else {})}
     finally:
         progress.update()
-        users_table(run)
+        users_table(run, progress.flow_run_id)
+        links = {key: task_run_url(t) for key, t in ledger.task_runs(wave.id).items()}
         create_markdown_artifact(
-            summary_markdown(ledger, wave.id, inv),
+            summary_markdown(ledger, wave.id, inv, links),
             key=f"wave-{wave.id}-summary".lower(),
             description=f"Wave {wave.id}: summary",
         )
@@ -255,8 +301,8 @@ def run_wave(
     ledger = Ledger(url_for(state_dir))
     with Lease(ledger, f"wave:{wave.id}") as lease:
         opening = open_wave(ledger, inv, wave, include, take_open)
-        with tags(f"wave:{wave.id}", *(f"municipality:{m}" for m in wave.spec.municipalities)):
-            result: dict[str, Any] = wave_flow(
+        with tags(f"wave:{wave.id}"):  # the municipalities: the wave's flow run all, a user's task run theirs
+            result: dict[str, Any] = wave_flow(  # type: ignore[assignment]  # a flow returning a State gives its data
                 wave.id, str(wave_file.resolve()), str(inventory.resolve()), str(state_dir), auto_approve
             )
     result["opening"] = {
@@ -304,6 +350,15 @@ def mark_orphans(wave_id: str) -> list[tuple[str, str]]:
             client.set_flow_run_state(run.id, Crashed(message=message), force=True)
             marked.append((str(run.name), str(run.state.name) if run.state else "?"))
     return marked
+
+
+def add_tags(labels: list[str]) -> None:
+    """Add tags to the running flow run only (a tags() context would give them to every task run in it)."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        me = client.read_flow_run(UUID(str(flow_run.id)))
+        client.update_flow_run(me.id, tags=sorted({*me.tags, *labels}))
 
 
 def approve_wave(wave_id: str, approval: dict[str, Any]) -> str:

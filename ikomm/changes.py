@@ -22,6 +22,7 @@ what a kind's undo data holds. The undo data's shape is the ledger's, kept as it
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -34,6 +35,8 @@ from ikomm.connectors.directory import DirectoryConnector
 from ikomm.connectors.files import CopyReport, FileServer, copy_tree
 from ikomm.errors import FatalError
 from ikomm.inventory.models import Application
+
+story = logging.getLogger("ikomm.story")  # the user's story (set up in wave_run; the flows send it to the UI)
 
 if TYPE_CHECKING:
     from ikomm.ledger import ChangeRow
@@ -99,6 +102,10 @@ class Change:
         """Undo data known only once the change is made, added to its record."""
         return None
 
+    def done(self, result: Any) -> str:
+        """One line for the user's story once the change is made (what it did, where it differs from the plan)."""
+        return self.describe()
+
     def undo(self, run: WaveRun, purge: bool = False) -> None:
         """Put back what was there before; safe to repeat."""
         raise NotImplementedError
@@ -153,6 +160,7 @@ def make(run: WaveRun, wu: WaveUser, change: Change) -> Any:
         )
         result = settled.apply(run)
     run.ledger.confirm(change_id, settled.learned(result))
+    story.info("%s · changed: %s", settled.stage, settled.done(result))
     return result
 
 
@@ -465,6 +473,14 @@ class CopyTree(Change):
 
     def describe_undo(self, purge: bool = False) -> str:
         return f"move {self.server}:{self.root} to .quarantine/ beside it (never deleted)"
+
+    def done(self, result: Any) -> str:
+        if not isinstance(result, CopyReport):
+            return self.describe()
+        return (
+            f"copied the {self.tree} folder to {self.server}:{self.root}: {result.copied} file(s), "
+            f"{result.bytes:,} bytes ({result.unchanged} unchanged)"
+        )
 
     def apply(self, run: WaveRun) -> CopyReport:
         if self.owner is None:

@@ -11,6 +11,7 @@ SQLite in WAL mode by default; any SQLAlchemy URL (PostgreSQL in particular) for
     events      every state change, with its wave: "what happened to user X, and when?"
     leases      one writer per wave: the process running it, renewed while it lives
     wave_notes  what a wave's record should say besides its state (a preflight skipped, and by whom)
+    run_links   the Prefect task run that moved a user in a wave and phase: the helpdesk's link to the UI
     changes  each change to an outside system: planned before it is made, done after, undone by a
              rollback; `undo` holds what is needed to reverse it (previous values, previous device
              config, memberships added, files written)
@@ -25,7 +26,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -133,6 +134,15 @@ notes_t = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("wave", sa.String(64), nullable=False, index=True),
     sa.Column("note", sa.Text, nullable=False),
+    sa.Column("at", sa.String(32), nullable=False),
+)
+links_t = sa.Table(
+    "run_links",
+    meta,
+    sa.Column("key", sa.String(128), primary_key=True),
+    sa.Column("wave", sa.String(64), primary_key=True),
+    sa.Column("phase", sa.String(16), primary_key=True),
+    sa.Column("task_run", sa.String(64), nullable=False),
     sa.Column("at", sa.String(32), nullable=False),
 )
 handovers_t = sa.Table(
@@ -537,12 +547,52 @@ class Ledger:
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(sa.select(waves_t).order_by(waves_t.c.started)).mappings()]
 
-    def find_users(self, text: str) -> list[UserRow]:
-        """Users whose key, legacy id or account name equals text (the helpdesk's search)."""
+    def find_users(self, text: str, keys: Iterable[str] = ()) -> list[UserRow]:
+        """Users whose key, legacy id or account name equals text, whatever the case, or whose key is in keys
+        (the helpdesk's search; the inventory finds keys by a person's name)."""
+        wanted = text.strip().lower()
         with self.engine.connect() as conn:
             c = users_t.c
-            rows = conn.execute(sa.select(users_t).where(sa.or_(c.key == text, c.legacy_id == text, c.account == text)))
+            match = sa.or_(
+                sa.func.lower(c.key) == wanted,
+                sa.func.lower(c.legacy_id) == wanted,
+                sa.func.lower(c.account) == wanted,
+                c.key.in_(list(keys)),
+            )
+            rows = conn.execute(sa.select(users_t).where(match).order_by(c.key))
             return [UserRow(**r) for r in rows.mappings()]
+
+    def link_task_runs(self, wave_id: str, phase: str, task_runs: Mapping[str, str]) -> None:
+        """Record the Prefect task run (id) that takes each user (key) through a phase of the wave."""
+        if not task_runs:
+            return
+        at = now()
+        with self._tx() as conn:
+            conn.execute(
+                links_t.delete().where(
+                    links_t.c.wave == wave_id, links_t.c.phase == phase, links_t.c.key.in_(list(task_runs))
+                )
+            )
+            conn.execute(
+                links_t.insert(),
+                [{"key": k, "wave": wave_id, "phase": phase, "task_run": t, "at": at} for k, t in task_runs.items()],
+            )
+
+    def task_runs(self, wave_id: str) -> dict[str, str]:
+        """User -> the newest task run that took them through this wave (a phase's later run wins)."""
+        c = links_t.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(c.key, c.task_run).where(c.wave == wave_id).order_by(c.at))
+            return {key: task_run for key, task_run in rows}
+
+    def task_run_of(self, key: str, wave_id: str) -> str | None:
+        """The newest task run that took this user through this wave, if one is recorded."""
+        c = links_t.c
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(c.task_run).where(c.key == key, c.wave == wave_id).order_by(c.at.desc()).limit(1)
+            ).first()
+            return str(row[0]) if row else None
 
     def events(self, key: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from ikomm.inventory import Inventory
 from ikomm.ledger import Ledger
+from ikomm.wave_run import WaveRun
+from ikomm.waves import WaveUser
 
 UNMAPPED = "legacy groups with no platform application: "
 
@@ -13,8 +17,9 @@ def table_rows(ledger: Ledger, wave_id: str) -> list[dict[str, object]]:
     return [{"municipality": m, "state": s, "users": n} for (m, s), n in sorted(ledger.counts(wave_id).items())]
 
 
-def summary_markdown(ledger: Ledger, wave_id: str, inv: Inventory) -> str:
-    """The wave's summary: totals, every failed or held user with the reason, unmapped legacy groups."""
+def summary_markdown(ledger: Ledger, wave_id: str, inv: Inventory, links: Mapping[str, str] | None = None) -> str:
+    """The wave's summary: totals, every failed or held user with the reason (and a link to the user's page
+    where links has one: user -> URL), unmapped legacy groups."""
     wave = ledger.wave(wave_id) or {}
     users = ledger.users(wave_id)
     lines = [f"# Wave {wave_id}", "", f"State: **{wave.get('state', '?')}** {wave.get('detail', '')}".rstrip(), ""]
@@ -23,7 +28,7 @@ def summary_markdown(ledger: Ledger, wave_id: str, inv: Inventory) -> str:
     trouble = [u for u in users if u.state in ("failed", "held", "left_out")]
     if trouble:
         lines += ["", f"## Not moved ({len(trouble)})", "", "| user | state | reason |", "|---|---|---|"]
-        lines += [f"| {u.key} | {u.state} | {u.reason.replace('|', '/')} |" for u in trouble]
+        lines += [f"| {_linked(u.key, links)} | {u.state} | {_cell(u.reason)} |" for u in trouble]
     skipped = [u for u in users if u.state == "skipped"]
     if skipped:
         lines += ["", f"{len(skipped)} user(s) skipped: already moved by an earlier wave."]
@@ -37,3 +42,84 @@ def summary_markdown(ledger: Ledger, wave_id: str, inv: Inventory) -> str:
         lines += ["", "## Legacy groups that map to no application", "", "| legacy group | users |", "|---|---|"]
         lines += [f"| {g} | {n} |" for g, n in sorted(unmapped.items())]
     return "\n".join(lines) + "\n"
+
+
+# --- one user, for the helpdesk -----------------------------------------------------------------
+
+RUNBOOK_USER = "runbooks/rollback-user.md"
+
+
+def user_card(run: WaveRun, wu: WaveUser) -> str:
+    """A user's card for the helpdesk: who, old id, new account, what to tell them, and the timeline.
+
+    Written to the user's task run in the Prefect UI; no password ever (the lead hands those out).
+    """
+    row = run.ledger.user(wu.key)
+    name = f"{wu.user.given_name} {wu.user.surname}"
+    state = row.state if row else "pending"
+    lines = [
+        f"# {name}",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| old id | {wu.key} ({run.inv.municipalities[wu.muni].name}) |",
+        f"| new account | {run.account(wu)} ({run.upn(wu)}) |",
+        f"| state | **{state}** {'(another wave owns this user)' if row and row.wave != run.wave.id else ''} |",
+        f"| wave | {run.wave.id} |",
+        "",
+        "## What to tell the user",
+        "",
+        tell_user(run, wu, row.state if row and row.wave == run.wave.id else "skipped" if row else "pending"),
+    ]
+    events = [e for e in run.ledger.events(wu.key) if e["wave"] == run.wave.id]
+    if events:
+        lines += ["", "## Timeline (UTC)", "", "| when | state | stage | what |", "|---|---|---|---|"]
+        lines += [
+            f"| {e['at'][:19].replace('T', ' ')} | {e['state']} | {e['stage']} | {_cell(e['message'])} |"
+            for e in events
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def tell_user(run: WaveRun, wu: WaveUser, state: str) -> str:
+    """What the helpdesk says to the user in this state, in plain words."""
+    row = run.ledger.user(wu.key)
+    reason = row.reason if row else ""
+    if state == "verified":
+        device = f" Their thin client {wu.user.device} now opens the platform's desktop." if wu.user.device else ""
+        return (
+            f"They are moved. They log on as **{run.account(wu)}** (or {run.upn(wu)}).{device} The first password "
+            "comes from the migration lead, never from the helpdesk; they must change it at first logon. Their "
+            "profile and home folder were copied to the platform; the old account is disabled."
+        )
+    if state == "held":
+        return (
+            "Nothing has changed for them: they keep working on the old system as before. They are held until "
+            f"every application they need is ready on the platform ({_plain(reason)}); the lead takes them again "
+            "in a wave after that date."
+        )
+    if state == "failed":
+        return (
+            "Nothing has changed for them: what was started was undone, and they keep working on the old system. "
+            f"Why: {_plain(reason)}. Call an operator: {RUNBOOK_USER} says how to check and undo one user."
+        )
+    if state == "left_out":
+        return f"They are not moved: {reason}."
+    if state == "skipped":
+        return f"Another wave owns this user now ({row.wave if row else '?'}): look there."
+    if row is not None and row.stage == "prepared":
+        return "Their platform account is prepared; the move itself waits for the lead's approval. Nothing changes yet."
+    return "Not moved yet: nothing has changed for them."
+
+
+def _plain(reason: str) -> str:
+    return reason.removeprefix("held back: ").rstrip(".")
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "/").replace("\n", " ")
+
+
+def _linked(key: str, links: Mapping[str, str] | None) -> str:
+    url = (links or {}).get(key)
+    return f"[{key}]({url})" if url else key

@@ -58,6 +58,18 @@ def ui_url() -> str:
     return f"http://{HOST}:{port()}/"
 
 
+def ui_base() -> str:
+    """The Prefect UI's address as links name it: PREFECT_UI_URL, else the API's address without /api."""
+    if os.environ.get("PREFECT_UI_URL"):
+        return os.environ["PREFECT_UI_URL"].rstrip("/")
+    return (os.environ.get("PREFECT_API_URL") or api_url()).rstrip("/").removesuffix("/api")
+
+
+def task_run_url(task_run_id: str) -> str:
+    """The page of a task run in the Prefect UI (a user's story in a wave)."""
+    return f"{ui_base()}/runs/task-run/{task_run_id}"
+
+
 def client_env() -> dict[str, str]:
     """Settings a process needs to talk to the local server (set before Prefect is imported)."""
     return {"PREFECT_API_URL": api_url(), "PREFECT_HOME": str(state_dir() / "prefect")}

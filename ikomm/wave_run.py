@@ -26,6 +26,11 @@ from ikomm.seats import SeatBook
 from ikomm.waves import Wave, WaveUser
 
 log = logging.getLogger("ikomm.wave")
+# A user's story, line by line: every state change and every change made, with the user's key. Silent
+# unless someone listens: the flows send it to the running task run's log in the Prefect UI.
+story = logging.getLogger("ikomm.story")
+story.addHandler(logging.NullHandler())
+story.propagate = False
 
 
 class Gate(Protocol):
@@ -134,8 +139,8 @@ class WaveRun:
 def set_state(run: WaveRun, wu: WaveUser, state: str, stage: str, message: str, account: str | None = None) -> None:
     """Change a user's state: the ledger, the log and the progress view, together."""
     run.ledger.set_user(wu.key, state, stage, message, account, wave=run.wave.id)
-    log.log(
-        logging.WARNING if state in ("failed", "held") else logging.INFO, "%s: %s %s: %s", wu.key, state, stage, message
-    )
+    level = logging.WARNING if state in ("failed", "held") else logging.INFO
+    log.log(level, "%s: %s %s: %s", wu.key, state, stage, message)
+    story.log(level, "%s · %s: %s", stage, state, message)
     if run.progress is not None:
         run.progress(wu.key, state, stage)

@@ -166,13 +166,19 @@ def test_wave_moves_everyone_checks_out_and_rerun_is_a_no_op(
     seen = check_systems(inv, ledger, "alle")
     assert seen.get("verified", 0) >= 80 and set(seen) <= {"verified", "held", "left_out"}
     assert all("not ready" in u.reason for u in ledger.users("alle") if u.state == "held")
-    wanted = {f"{u.key} · migrate" for u in ledger.users("alle") if u.state != "left_out"}  # no task: policy
+    names = {f"{m}/{legacy_id}": account for (m, legacy_id), account in account_names(inv).items()}
+    # task runs named after the user and their new account; none for users policy leaves out
+    wanted = {f"{u.key} · {names[u.key]} · migrate" for u in ledger.users("alle") if u.state != "left_out"}
     assert ui_task_runs(prefect_api, "alle · migrate", len(wanted)) == wanted  # the helpdesk finds every user
-    held = {f"{u.key} · migrate": u.reason for u in ledger.users("alle") if u.state == "held"}
+    held = {f"{u.key} · {names[u.key]} · migrate": u.reason for u in ledger.users("alle") if u.state == "held"}
     states = ui_task_run_states(prefect_api, "alle · migrate")
     assert held and all(states[name][:2] == ("COMPLETED", "Held") for name in held), states  # not Failed: nothing did
     assert all("not ready" in states[name][2] for name in held)
     assert not [n for n, st in states.items() if st[0] != "COMPLETED"], states
+    # a user's task run carries their own municipality only, and state:held when they wait for an application
+    for r in task_runs_of(prefect_api, "alle · migrate"):
+        assert [t for t in r["tags"] if t.startswith("municipality:")] == [f"municipality:{r['name'].split('/')[0]}"]
+        assert ("state:held" in r["tags"]) == (r["name"] in held), r
     changes = (
         sqlite3.connect(env.ledger_url.removeprefix("sqlite:///")).execute("select count(*) from changes").fetchone()
     )
@@ -248,6 +254,15 @@ def test_faults_leave_those_users_undone_and_the_rest_migrated(
     assert all(rows[k].state in ("failed", "held") for k in device_users)
     assert any(r.state == "verified" for k, r in rows.items() if k not in device_users)
     check_systems(inv, ledger, "feil")
+    # in the UI: each failed user's task run Failed, with the reason, what was undone and the runbook
+    ui = {
+        name.split(" · ")[0]: st
+        for name, st in ui_task_run_states(env.vars["PREFECT_API_URL"], "feil · migrate").items()
+    }
+    for key, row in rows.items():
+        if row.state == "failed":
+            kind, _, message = ui[key]
+            assert kind == "FAILED" and row.reason in message and "runbooks/rollback-user.md" in message, ui[key]
 
 
 def test_failure_budget_stops_the_wave_when_a_file_server_dies(env: Env, lab: Lab, lab_inventory: Inventory) -> None:
