@@ -14,13 +14,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectNotFound
 
-from ikomm.preflight import Check
+from ikomm.inventory import Inventory
+from ikomm.ledger import Ledger
+from ikomm.preflight import Check, preflight
+from ikomm.wave_run import WaveRun
+from ikomm.waves import Wave
 
 LEASE_SECONDS = 60  # Prefect's minimum; renewed while the phase runs, a killed wave's slots come free within it
 
@@ -68,3 +73,16 @@ def prefect_checks(limits: dict[str, int]) -> list[Check]:
     if inactive:
         said = f"inactive or 0 in the UI: {', '.join(inactive)}; {said}"
     return [Check("prefect", True, "the Prefect API answers"), Check("limits", not inactive, said)]
+
+
+def wave_checks(
+    inv: Inventory, wave: Wave, ledger: Ledger | None, state_dir: Path, outside_window: bool
+) -> list[Check]:
+    """Every preflight check of the wave, the Prefect ones included (`ikomm preflight`, `wave run`, the served
+    start-wave flow). ledger: as it is, or None if there is none yet; preflight writes nothing, not even a ledger.
+    """
+    run = WaveRun(inv, wave, ledger or Ledger("sqlite://"), state_dir)
+    try:
+        return preflight(run, prefect_checks(run.limits()), outside_window)
+    finally:
+        run.c.close()

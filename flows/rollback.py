@@ -1,12 +1,11 @@
 """The rollback flow: one task run per user, named after the user, undoing from the ledger.
 
-Started by `ikomm rollback user|wave`, or from the UI once served as a deployment
-(`python -m flows.rollback --serve`), with the same parameters.
+Started by `ikomm rollback user|wave`, or from the UI through the start-rollback deployment
+(`ikomm serve`, flows/served.py), with the same choices.
 """
 
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, cast
@@ -97,7 +96,3 @@ def run_rollback(wave_id: str, **kwargs: Any) -> list[UserRollback]:
         flow_ = rollback_flow.with_options(task_runner=runner)
         reports = flow_(wave_id, **kwargs)
     return [UserRollback(**r) for r in reports]
-
-
-if __name__ == "__main__" and "--serve" in sys.argv:
-    rollback_flow.serve(name="rollback")

@@ -164,6 +164,14 @@ def url_for(state_dir: Path) -> str:
     return os.environ.get("IKOMM_LEDGER_URL") or f"sqlite:///{state_dir / 'ledger.db'}"
 
 
+def existing(url: str) -> Ledger | None:
+    """The ledger at url if there is one (an SQLite file that exists, or any other database): a reader (status,
+    plans, preflight) never creates state."""
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        return None
+    return Ledger(url)
+
+
 def masked(url: str) -> str:
     """The URL as it may be shown: any password replaced by ***."""
     try:

@@ -101,17 +101,7 @@ def start(timeout: float = 90.0) -> str:
         "PREFECT_API_URL": api_url(),
     }
     prefect = Path(sys.executable).with_name("prefect")
-    with open(folder / "server.log", "ab") as log:
-        proc = subprocess.Popen(
-            [str(prefect), "server", "start", "--host", HOST, "--port", str(port())],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-            umask=0o077,  # its database and logs: 0600
-        )
-    (folder / "server.pid").write_text(str(proc.pid))
+    proc = spawn("server", [str(prefect), "server", "start", "--host", HOST, "--port", str(port())], env)
     deadline = time.monotonic() + timeout
     while not healthy():
         if proc.poll() is not None:
@@ -124,7 +114,45 @@ def start(timeout: float = 90.0) -> str:
 
 def stop() -> bool:
     """Stop the server this state folder started; False if none was running."""
-    pid_file = state_dir() / "prefect" / "server.pid"
+    return stop_spawned("server")
+
+
+def spawn(name: str, argv: list[str], env: dict[str, str], cwd: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start a background process of the state folder (the server, the served deployments): its own session,
+    output to prefect/<name>.log, pid in prefect/<name>.pid, files it makes 0600."""
+    folder = private_state_dir() / "prefect"
+    folder.mkdir(exist_ok=True, mode=0o700)
+    with open(folder / f"{name}.log", "ab") as log:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+            umask=0o077,
+        )
+    (folder / f"{name}.pid").write_text(str(proc.pid))
+    return proc
+
+
+def spawned(name: str) -> int | None:
+    """The pid of the background process of that name if it still runs."""
+    pid_file = state_dir() / "prefect" / f"{name}.pid"
+    if not pid_file.is_file():
+        return None
+    pid = int(pid_file.read_text())
+    try:
+        os.killpg(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return None
+    return pid
+
+
+def stop_spawned(name: str) -> bool:
+    """Stop the background process of that name (its whole session); False if none was running."""
+    pid_file = state_dir() / "prefect" / f"{name}.pid"
     if not pid_file.is_file():
         return False
     pid = int(pid_file.read_text())

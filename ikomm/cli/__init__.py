@@ -4,6 +4,7 @@ explicitly: no module registers itself by being imported, and none imports anoth
     inventory    validate, show                      ikomm.cli.inventory
     lab          generate, up, down, status          ikomm.cli.lab
     server       start, stop, status                 ikomm.cli.server
+    serve        the wave and rollback deployments   ikomm.cli.server
     wave         check, plan, run, list, status, approve  ikomm.cli.wave
     preflight    FILE: before a wave writes anything  ikomm.cli.preflight
     status USER  the helpdesk's question             ikomm.cli.status
@@ -22,6 +23,7 @@ app = typer.Typer(help="ikomm-migrate: move users onto the Ikomm platform in wav
 app.add_typer(inventory.app, name="inventory")
 app.add_typer(lab.app, name="lab")
 app.add_typer(server.app, name="server")
+app.command("serve")(server.serve_cmd)
 app.add_typer(wave.app, name="wave")
 app.command("status")(status.user_status)
 app.command("preflight")(preflight.preflight_cmd)

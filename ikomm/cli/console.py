@@ -13,7 +13,7 @@ from rich.text import Text
 from ikomm import server
 from ikomm.errors import IkommError, InvalidInputError
 from ikomm.inventory import Inventory, load_inventory
-from ikomm.ledger import Ledger, url_for
+from ikomm.ledger import Ledger, existing, url_for
 
 # Data (names, paths, reasons) is printed as it is, never read as markup: a municipality called
 # "Gausdal [/bold]" must print, not crash. Styles come only from `styled`.
@@ -53,10 +53,7 @@ def ledger_url() -> str:
 
 def existing_ledger() -> Ledger | None:
     """The ledger if there is one: reading (status, plans) never creates state."""
-    url = url_for(server.state_dir())
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
-        return None
-    return Ledger(url)
+    return existing(url_for(server.state_dir()))
 
 
 def use_local_server() -> None:

@@ -23,19 +23,11 @@ OutsideWindowOpt = Annotated[
 
 
 def run_checks(inv: Inventory, wave: Wave, ledger: Ledger | None, outside_window: bool = False) -> list[Check]:
-    """Every preflight check of the wave, the Prefect ones included (the server must be chosen already).
+    """Every preflight check of the wave, the Prefect ones included (the server must be chosen already);
+    Prefect is imported only here, when a check needs it."""
+    from flows.limits import wave_checks
 
-    ledger: the ledger as it is, or None if there is none yet; preflight writes nothing, not even a ledger.
-    """
-    from flows.limits import prefect_checks
-    from ikomm.preflight import preflight
-    from ikomm.wave_run import WaveRun
-
-    run = WaveRun(inv, wave, ledger or Ledger("sqlite://"), server.state_dir())
-    try:
-        return preflight(run, prefect_checks(run.limits()), outside_window)
-    finally:
-        run.c.close()
+    return wave_checks(inv, wave, ledger, server.state_dir(), outside_window)
 
 
 def print_checks(checks: list[Check]) -> None:
