@@ -92,9 +92,7 @@ def test_a_lead_starts_a_wave_and_an_operator_a_rollback_from_the_ui(
         assert state["name"] == "Dry run" and "nothing changed" in state["message"], state
         assert ledger.user(one.key) is not None and ledger.user(one.key).state == "verified"  # type: ignore[union-attr]
 
-        undo = start(
-            prefect_api, "start-rollback/rollback", {"wave": "fra-ui", "users": [one.key], "dry_run": False}
-        )
+        undo = start(prefect_api, "start-rollback/rollback", {"wave": "fra-ui", "users": [one.key], "dry_run": False})
         state = wait_for(prefect_api, undo, ("COMPLETED", "FAILED", "CRASHED"))
         assert state["type"] == "COMPLETED" and "1 user(s) rolled back" in state["message"], state
         after = ledger.user(one.key)
