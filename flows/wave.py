@@ -216,7 +216,7 @@ def _wave(wave_id: str, wave_file: str, inventory: str, state_dir: str, auto_app
             return _stop(run, _over_budget(run))
         pending = sum(1 for r in ledger.users(wave.id) if r.state not in FINAL)
         final_state = "done" if pending == 0 else "stopped"
-        why = f"{pending} user(s) not in a final state"
+        why = f"{pending} user(s) not in a final state" if pending else "every user in a final state"
         ledger.set_wave(wave.id, final_state, why, ended=True)
         return {"state": final_state, "changed": True, **({"reason": why} if pending else {})}
     finally:

@@ -7,6 +7,7 @@ final state that says what happened (Completed, Held, Skipped, or Failed with th
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, ParamSpec, TypeVar
 
 from prefect import State, task
@@ -40,7 +41,9 @@ class RunLog(APILogHandler):
         super().emit(record)
 
 
-if not any(isinstance(h, RunLog) for h in story.handlers):
+# IKOMM_STORY=off: no story in the UI (no log lines, no card); for measuring what the story costs (bench/wave.py)
+STORY = os.environ.get("IKOMM_STORY", "on") != "off"
+if STORY and not any(isinstance(h, RunLog) for h in story.handlers):
     story.addHandler(RunLog())
     story.setLevel(logging.INFO)
 
@@ -114,6 +117,8 @@ def move_user(wave_id: str, user: str, account: str, phase: str) -> str | State[
 
 def _card(run: WaveRun, user: str) -> None:
     """The user's card on the task run, and its advice as the last line of the task run's log."""
+    if not STORY:
+        return
     wu = run.user(user)
     row = run.ledger.user(user)
     story.info("tell the user: %s", tell_user(run, wu, row.state if row and row.wave == run.wave.id else "skipped"))
