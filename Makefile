@@ -47,20 +47,25 @@ demo: setup
 	$(BIN)/ikomm inventory validate
 	$(BIN)/ikomm lab up
 	$(BIN)/ikomm server start
+	$(BIN)/ikomm serve --stop >/dev/null   # a served process of an earlier demo
 	rm -rf .ikomm/ledger.db* .ikomm/credentials/pilot.csv   # the lab starts afresh, so does the demo's ledger
 	$(BIN)/ikomm wave run waves/pilot.yaml --auto-approve --outside-window   # the pilot's night is past: the demo replays it
 	$(BIN)/ikomm wave status pilot
+	$(BIN)/ikomm serve --detach   # start a wave or a rollback from the UI: Deployments
+	$(BIN)/python -m lab.browser pilot --out .ikomm/screenshots   # what the helpdesk sees, in headless Chromium
 	@echo
 	@echo "The pilot wave ran against twelve real servers on 127.0.0.x. Where to look:"
-	@echo "  Prefect UI:  http://127.0.0.1:4200/runs  (flow run 'pilot'; its task runs are named municipality/legacy_id)"
-	@echo "               artifacts: wave-pilot-progress, wave-pilot-users, wave-pilot-summary"
-	@echo "  helpdesk:    $(BIN)/ikomm status gausdal/gd10074      (every state change, with times)"
+	@echo "  Prefect UI:  http://127.0.0.1:4200/runs  (flow run 'pilot'; task runs 'gausdal/gd10074 · froydis.sveen3 · migrate')"
+	@echo "               artifacts: wave-pilot-progress, wave-pilot-users, wave-pilot-summary; each user's card on their task run"
+	@echo "               deployments: start-wave/wave and start-rollback/rollback (ikomm serve; stop: ikomm serve --stop)"
+	@echo "  screenshots: .ikomm/screenshots/ (what docs/helpdesk.md shows)"
+	@echo "  helpdesk:    $(BIN)/ikomm status gausdal/gd10074      (or an account name, or a person's name; with the UI link)"
 	@echo "  the legacy account, now disabled (shadowExpire: 1):"
 	@echo "     LDAPTLS_CACERT=.lab/tls/lab-ca.pem ldapsearch -LLL -x -H ldaps://127.0.0.4 -b dc=gausdal,dc=kommune,dc=no uid=gd10074 shadowExpire"
 	@echo "  the files:   ls -la .lab/sshd/fs-office/root/data/home/ .lab/sshd/fs-health/root/data/home/ | head"
 	@echo "  the device:  cat .lab/sshd/config-host/root/srv/thinclient/tc-lill-01602.conf"
 	@echo "  passwords:   .ikomm/credentials/pilot.csv (mode 0600, root only; nowhere else)"
-	@echo "  docs/waves.md explains the stages; '$(BIN)/ikomm lab down; $(BIN)/ikomm server stop' stops everything."
+	@echo "  docs/waves.md explains the stages, docs/helpdesk.md the UI; '$(BIN)/ikomm serve --stop; $(BIN)/ikomm lab down; $(BIN)/ikomm server stop' stops everything."
 
 bench: setup
 	$(BIN)/python -m bench.lab_start
@@ -76,6 +81,7 @@ bench-cockpit: setup
 	$(BIN)/python -m bench.cockpit
 
 clean:
+	-$(BIN)/ikomm serve --stop
 	-$(BIN)/ikomm lab down
 	-$(BIN)/ikomm server stop
 	rm -rf .lab .venv .ikomm

@@ -139,11 +139,13 @@ notes_t = sa.Table(
 links_t = sa.Table(
     "run_links",
     meta,
-    sa.Column("key", sa.String(128), primary_key=True),
-    sa.Column("wave", sa.String(64), primary_key=True),
-    sa.Column("phase", sa.String(16), primary_key=True),
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),  # the newest link has the highest
+    sa.Column("key", sa.String(128), nullable=False),
+    sa.Column("wave", sa.String(64), nullable=False),
+    sa.Column("phase", sa.String(16), nullable=False),
     sa.Column("task_run", sa.String(64), nullable=False),
     sa.Column("at", sa.String(32), nullable=False),
+    sa.UniqueConstraint("key", "wave", "phase", name="run_links_once"),
 )
 handovers_t = sa.Table(
     "handovers",
@@ -590,7 +592,7 @@ class Ledger:
         """User -> the newest task run that took them through this wave (a phase's later run wins)."""
         c = links_t.c
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(c.key, c.task_run).where(c.wave == wave_id).order_by(c.at))
+            rows = conn.execute(sa.select(c.key, c.task_run).where(c.wave == wave_id).order_by(c.id))
             return {key: task_run for key, task_run in rows}
 
     def task_run_of(self, key: str, wave_id: str) -> str | None:
@@ -598,7 +600,7 @@ class Ledger:
         c = links_t.c
         with self.engine.connect() as conn:
             row = conn.execute(
-                sa.select(c.task_run).where(c.key == key, c.wave == wave_id).order_by(c.at.desc()).limit(1)
+                sa.select(c.task_run).where(c.key == key, c.wave == wave_id).order_by(c.id.desc()).limit(1)
             ).first()
             return str(row[0]) if row else None
 

@@ -1,20 +1,25 @@
 """The one task per user and phase (prepare, cutover, or migrate: both): named after the user and their new
 account, tagged with their own municipality, so the helpdesk finds them in the UI; each tells the user's
-story there: every stage and change in its log, a card (artifact) saying what to tell the user, and a
-final state that says what happened (Completed, Held, Skipped, or Failed with the reason and the runbook).
+story there: every stage and change in its log (one entry, each line with its time), a card (artifact)
+saying what to tell the user, and a final state that says what happened (Completed, Held, Skipped, or
+Failed with the reason and the runbook).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar
+from uuid import UUID
 
-from prefect import State, task
+from prefect import State, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.context import FlowRunContext, TaskRunContext
-from prefect.logging.handlers import APILogHandler
+from prefect.context import TaskRunContext
 from prefect.runtime import task_run as current_task_run
 from prefect.states import Completed, Failed
 from prefect.tasks import Task, exponential_backoff
@@ -31,21 +36,56 @@ RUNS: dict[str, WaveRun] = {}  # the wave runs of this process, by wave id (task
 RETRIES = 3  # the default; a wave's options.retries and options.retry_delay override it
 
 
-class RunLog(APILogHandler):
-    """Prefect's API log handler for the user's story: sent to the running task run's log, dropped outside a run
-    (a dry run or a CLI command tells the story to nobody)."""
+class StoryBuffer(logging.Handler):
+    """Collects the user's story (the core's `ikomm.story` lines) per running task run, each line with its time,
+    to be written to the task run's log as one entry when the attempt ends (`told`). One log entry a user, not
+    one a line: 27 lines a user cost the Prefect server 40 ms of CPU a user, one entry 2 ms (docs/benchmarks.md).
+    Lines logged outside a task run (a dry run, a CLI command) are dropped."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: dict[UUID, list[str]] = {}
+        self.warned: set[UUID] = set()
+        self.guard = threading.Lock()
 
     def emit(self, record: logging.LogRecord) -> None:
-        if TaskRunContext.get() is None and FlowRunContext.get() is None:
+        ctx = TaskRunContext.get()
+        if ctx is None:
             return
-        super().emit(record)
+        at = time.strftime("%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}"
+        with self.guard:
+            self.lines.setdefault(ctx.task_run.id, []).append(f"{at}  {record.getMessage()}")
+            if record.levelno >= logging.WARNING:
+                self.warned.add(ctx.task_run.id)
+
+    def take(self, task_run_id: UUID) -> tuple[list[str], bool]:
+        """The attempt's lines, and whether any was a warning; forgotten here."""
+        with self.guard:
+            warned = task_run_id in self.warned
+            self.warned.discard(task_run_id)
+            return self.lines.pop(task_run_id, []), warned
 
 
-# IKOMM_STORY=off: no story in the UI (no log lines, no card); for measuring what the story costs (bench/wave.py)
+# IKOMM_STORY=off: no story in the UI (no log entry, no card); for measuring what the story costs (bench/wave.py)
 STORY = os.environ.get("IKOMM_STORY", "on") != "off"
-if STORY and not any(isinstance(h, RunLog) for h in story.handlers):
-    story.addHandler(RunLog())
+BUFFER = next((h for h in story.handlers if isinstance(h, StoryBuffer)), None) or StoryBuffer()
+if STORY and BUFFER not in story.handlers:
+    story.addHandler(BUFFER)
     story.setLevel(logging.INFO)
+
+
+@contextmanager
+def told(user: str) -> Iterator[None]:
+    """Write this attempt's story of the user to the task run's log when the attempt ends, however it ends."""
+    try:
+        yield
+    finally:
+        ctx = TaskRunContext.get()
+        if STORY and ctx is not None:
+            lines, warned = BUFFER.take(ctx.task_run.id)
+            if lines:
+                level = logging.WARNING if warned else logging.INFO
+                get_run_logger().log(level, "%s, times UTC:\n%s", user, "\n".join(lines))
 
 
 def only_transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -93,16 +133,17 @@ def move_user(wave_id: str, user: str, account: str, phase: str) -> str | State[
     """
     run = RUNS[wave_id]
     wu = run.user(user)
-    try:
-        outcome = run_user(run, wu, phase, final_attempt=last_attempt(run))
-    except Exception:
-        row = run.ledger.user(user)
-        if row is None or row.state != "failed" or row.wave != wave_id:
-            raise  # to be retried, or a fault before the user was recorded
+    with told(user):
+        try:
+            outcome = run_user(run, wu, phase, final_attempt=last_attempt(run))
+        except Exception:
+            row = run.ledger.user(user)
+            if row is None or row.state != "failed" or row.wave != wave_id:
+                raise  # to be retried, or a fault before the user was recorded
+            _card(run, user)
+            undone = "what was started was undone" if "undo incomplete" not in row.reason else "the undo is incomplete"
+            return Failed(message=f"{row.reason} | {undone}; follow {RUNBOOK_USER}")
         _card(run, user)
-        undone = "what was started was undone" if "undo incomplete" not in row.reason else "the undo is incomplete"
-        return Failed(message=f"{row.reason} | {undone}; follow {RUNBOOK_USER}")
-    _card(run, user)
     row = run.ledger.user(user)
     if outcome == "held":
         return Completed(name="Held", message=row.reason if row else "held", data=outcome)
@@ -112,6 +153,8 @@ def move_user(wave_id: str, user: str, account: str, phase: str) -> str | State[
         )
     if outcome == "verified":
         return Completed(message=f"moved and verified: log on as {run.account(wu)}", data=outcome)
+    if outcome == "prepared":
+        return Completed(message=f"prepared: account {run.account(wu)}; the move waits for approval", data=outcome)
     return Completed(message=row.reason if row else outcome, data=outcome)
 
 
