@@ -95,7 +95,7 @@ def tell_user(run: WaveRun, wu: WaveUser, state: str) -> str:
     if state == "held":
         return (
             "Nothing has changed for them: they keep working on the old system as before. They are held until "
-            f"every application they need is ready on the platform ({_plain(reason)}); the lead takes them again "
+            f"every application they need is ready on the platform: {_plain(reason)}. The lead takes them again "
             "in a wave after that date."
         )
     if state == "failed":
@@ -113,7 +113,7 @@ def tell_user(run: WaveRun, wu: WaveUser, state: str) -> str:
 
 
 def _plain(reason: str) -> str:
-    return reason.removeprefix("held back: ").rstrip(".")
+    return reason.removeprefix("held back: ").removeprefix("not ready on the platform yet: ").rstrip(".")
 
 
 def _cell(text: str) -> str:

@@ -58,6 +58,8 @@ class HelpdeskView:
 
     def _shot(self, page: Page, name: str | None) -> None:
         if self.shots is not None and name:
+            page.wait_for_load_state("networkidle")
+            page.wait_for_timeout(800)  # the UI dims a page while it loads; a person sees it settled
             self.shots.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(self.shots / f"{name}.png"))
 
