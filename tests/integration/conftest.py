@@ -104,12 +104,15 @@ class Env:
     vars: dict[str, str]
     ledger_url: str
 
-    def wave_file(self, wave_id: str, municipalities: list[str], **options: object) -> Path:
+    def wave_file(
+        self, wave_id: str, municipalities: list[str], legacy_ids: list[str] | None = None, **options: object
+    ) -> Path:
+        """A wave file of every user of the municipalities, or only of these legacy ids."""
         spec = {
             "id": wave_id,
             "name": f"test {wave_id}",
             "municipalities": municipalities,
-            "users": {"all": True},
+            "users": {"legacy_ids": legacy_ids} if legacy_ids else {"all": True},
             "options": {"concurrency": 6, "retries": 1, "retry_delay": 0.2, "failure_budget": 1.0, **options},
         }
         path = self.dir / f"{wave_id}.yaml"

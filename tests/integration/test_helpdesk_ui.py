@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 from ikomm import server
 from ikomm.inventory import Inventory
 from ikomm.ledger import Ledger
+from ikomm.policy import ready_date
 from lab.browser import HelpdeskView, chromium
 from tests.integration.conftest import Env
+
+
+def few_of(inv: Inventory, muni: str, moved: int = 4, held: int = 2) -> list[str]:
+    """Legacy ids of a few enabled users who move and a few the inventory says are held (an app not ready)."""
+    today = date.today()
+    users = [u for u in inv.users[muni] if u.enabled]
+    late = [u.legacy_id for u in users if (ready_date(inv, muni, u) or today) > today]
+    ready = [u.legacy_id for u in users if (ready_date(inv, muni, u) or today) <= today]
+    assert len(late) >= held and len(ready) >= moved, "the test inventory has held and ready users"
+    return ready[:moved] + late[:held]
 
 
 def test_the_helpdesk_finds_a_user_reads_their_story_and_sees_held_users_held(
@@ -14,7 +27,7 @@ def test_the_helpdesk_finds_a_user_reads_their_story_and_sees_held_users_held(
 ) -> None:
     """After a small wave: a held user's page says Held and why; a moved user's page shows the account name and
     the timeline, their card says what to tell them; a search by account name finds the user."""
-    wave = env.wave_file("helpdesk", ["lillehammer"])
+    wave = env.wave_file("helpdesk", ["lillehammer"], few_of(lab_inventory, "lillehammer"))
     proc = env.ikomm("wave", "run", str(wave), "--auto-approve", inventory=lab_inventory.root)
     assert proc.returncode == 0, (env.dir / "ikomm-output.log").read_text()[-3000:]
     ledger = Ledger(env.ledger_url)

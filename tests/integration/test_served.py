@@ -12,6 +12,7 @@ import httpx
 from ikomm.inventory import Inventory
 from ikomm.ledger import Ledger
 from tests.integration.conftest import Env
+from tests.integration.test_helpdesk_ui import few_of
 
 
 def start(api: str, deployment: str, parameters: dict[str, Any]) -> str:
@@ -59,7 +60,9 @@ def test_a_lead_starts_a_wave_and_an_operator_a_rollback_from_the_ui(
 ) -> None:
     waves = env.dir / "waves"
     waves.mkdir()
-    env.wave_file("fra-ui", ["oyer"], approval_required=True).rename(waves / "fra-ui.yaml")
+    env.wave_file("fra-ui", ["oyer"], few_of(lab_inventory, "oyer", moved=3, held=0), approval_required=True).rename(
+        waves / "fra-ui.yaml"
+    )
     env.vars["PREFECT_RUNNER_POLL_FREQUENCY"] = "2"  # the runner looks for new runs every 2 s, not 10
     served = env.ikomm("serve", "--detach", "--waves", str(waves), inventory=lab_inventory.root)
     assert served.returncode == 0, (env.dir / "ikomm-output.log").read_text()
