@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ikomm.inventory import Inventory
-from ikomm.ledger import Ledger
+from ikomm.ledger import Ledger, UserRow
 from ikomm.wave_run import WaveRun
 from ikomm.waves import WaveUser
 
@@ -49,12 +49,12 @@ def summary_markdown(ledger: Ledger, wave_id: str, inv: Inventory, links: Mappin
 RUNBOOK_USER = "runbooks/rollback-user.md"
 
 
-def user_card(run: WaveRun, wu: WaveUser) -> str:
+def user_card(run: WaveRun, wu: WaveUser, row: UserRow | None) -> str:
     """A user's card for the helpdesk: who, old id, new account, what to tell them, and the timeline.
 
-    Written to the user's task run in the Prefect UI; no password ever (the lead hands those out).
+    row: the user's ledger row as it is now. Written to the user's task run in the Prefect UI; no
+    password ever (the lead hands those out).
     """
-    row = run.ledger.user(wu.key)
     name = f"{wu.user.given_name} {wu.user.surname}"
     state = row.state if row else "pending"
     lines = [
@@ -69,7 +69,7 @@ def user_card(run: WaveRun, wu: WaveUser) -> str:
         "",
         "## What to tell the user",
         "",
-        tell_user(run, wu, row.state if row and row.wave == run.wave.id else "skipped" if row else "pending"),
+        tell_user(run, wu, row),
     ]
     events = [e for e in run.ledger.events(wu.key) if e["wave"] == run.wave.id]
     if events:
@@ -81,9 +81,9 @@ def user_card(run: WaveRun, wu: WaveUser) -> str:
     return "\n".join(lines) + "\n"
 
 
-def tell_user(run: WaveRun, wu: WaveUser, state: str) -> str:
-    """What the helpdesk says to the user in this state, in plain words."""
-    row = run.ledger.user(wu.key)
+def tell_user(run: WaveRun, wu: WaveUser, row: UserRow | None) -> str:
+    """What the helpdesk says to the user whose ledger row this is, in plain words."""
+    state = "pending" if row is None else row.state if row.wave == run.wave.id else "skipped"
     reason = row.reason if row else ""
     if state == "verified":
         device = f" Their thin client {wu.user.device} now opens the platform's desktop." if wu.user.device else ""

@@ -25,9 +25,11 @@ from prefect.states import Completed, Failed
 from prefect.tasks import Task, exponential_backoff
 
 from ikomm.errors import TransientError
+from ikomm.ledger import UserRow
 from ikomm.migration import run_user
 from ikomm.report import RUNBOOK_USER, tell_user, user_card
 from ikomm.wave_run import WaveRun, story
+from ikomm.waves import WaveUser
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -140,11 +142,11 @@ def move_user(wave_id: str, user: str, account: str, phase: str) -> str | State[
             row = run.ledger.user(user)
             if row is None or row.state != "failed" or row.wave != wave_id:
                 raise  # to be retried, or a fault before the user was recorded
-            _card(run, user)
+            _card(run, wu, row)
             undone = "what was started was undone" if "undo incomplete" not in row.reason else "the undo is incomplete"
             return Failed(message=f"{row.reason} | {undone}; follow {RUNBOOK_USER}")
-        _card(run, user)
-    row = run.ledger.user(user)
+        row = run.ledger.user(user)
+        _card(run, wu, row)
     if outcome == "held":
         return Completed(name="Held", message=row.reason if row else "held", data=outcome)
     if outcome == "skipped":
@@ -158,11 +160,10 @@ def move_user(wave_id: str, user: str, account: str, phase: str) -> str | State[
     return Completed(message=row.reason if row else outcome, data=outcome)
 
 
-def _card(run: WaveRun, user: str) -> None:
-    """The user's card on the task run, and its advice as the last line of the task run's log."""
+def _card(run: WaveRun, wu: WaveUser, row: UserRow | None) -> None:
+    """The user's card on the task run, and its advice as the last line of the task run's log (row: the user's
+    ledger row, read once by the caller)."""
     if not STORY:
         return
-    wu = run.user(user)
-    row = run.ledger.user(user)
-    story.info("tell the user: %s", tell_user(run, wu, row.state if row and row.wave == run.wave.id else "skipped"))
-    create_markdown_artifact(user_card(run, wu), description=f"{user}: what to tell the user")
+    story.info("tell the user: %s", tell_user(run, wu, row))
+    create_markdown_artifact(user_card(run, wu, row), description=f"{wu.key}: what to tell the user")
