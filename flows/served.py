@@ -29,7 +29,7 @@ from prefect.states import Completed, Failed
 
 from flows.limits import wave_checks
 from flows.rollback import run_rollback
-from flows.wave import counted, run_wave
+from flows.wave import final_state, run_wave
 from ikomm import server
 from ikomm.errors import ConflictError, IkommError, InvalidInputError
 from ikomm.inventory import load_inventory
@@ -120,12 +120,7 @@ def _start_wave(
     if skip_preflight:
         ledger.note(spec.id, f"preflight skipped by {_by('skip_preflight')}")
     result = run_wave(path, inventory, state_dir, False, states, take_from_open_waves)
-    totals: dict[str, int] = {}
-    for (_, state), n in ledger.counts(spec.id).items():
-        totals[state] = totals.get(state, 0) + n
-    if result.get("state") != "done":
-        return Completed(name="Stopped", message=f"{result.get('reason', 'stopped')}: {counted(totals)}", data=result)
-    return Completed(message=counted(totals), data=result)
+    return final_state(ledger, spec.id, result)
 
 
 @flow(name="start-rollback", flow_run_name="rollback {wave} from the UI", persist_result=False)

@@ -154,12 +154,16 @@ def wave_flow(
     gate is open already), summary. The flow run ends Completed with the users' count in its message
     ("97 verified, 2 failed, 19 held"), or Stopped with why (failure budget, not approved)."""
     result = _wave(wave_id, wave_file, inventory, state_dir, auto_approve)
-    ledger = Ledger(url_for(Path(state_dir)))
+    return final_state(Ledger(url_for(Path(state_dir))), wave_id, result)
+
+
+def final_state(ledger: Ledger, wave_id: str, result: dict[str, Any]) -> State[dict[str, Any]]:
+    """The state a wave's run ends in: Completed with the users' counts, or Stopped with why and the counts."""
     totals: dict[str, int] = {}
     for (_, state), n in ledger.counts(wave_id).items():
         totals[state] = totals.get(state, 0) + n
     message = counted(totals)
-    if result["state"] == "stopped":
+    if result.get("state") != "done":
         return Completed(name="Stopped", message=f"{result.get('reason') or 'stopped'}: {message}", data=result)
     return Completed(message=message, data=result)
 
