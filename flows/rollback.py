@@ -18,9 +18,8 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from ikomm.inventory import load_inventory
 from ikomm.leases import Lease
 from ikomm.ledger import Ledger, url_for
-from ikomm.rollback import UserRollback, owned_keys, rollback_user
+from ikomm.rollback import UserRollback, owned_keys, recorded_run, rollback_user
 from ikomm.wave_run import WaveRun
-from ikomm.waves import load_wave
 from tasks.user import PER_USER, last_attempt, with_wave_retries
 
 RUNS: dict[str, WaveRun] = {}
@@ -48,11 +47,7 @@ def rollback_flow(
 ) -> list[dict[str, Any]]:
     """Roll back a wave (or some of its users, one municipality, some stages)."""
     ledger = Ledger(url_for(Path(state_dir)))  # from the environment: a URL may carry a password
-    row = ledger.wave(wave_id)
-    if row is None or not row.get("file"):
-        raise ValueError(f"no wave {wave_id!r} in the ledger {ledger.shown}")
-    inv = load_inventory(Path(inventory))
-    run = WaveRun(inv, load_wave(Path(row["file"]), inv), ledger, Path(state_dir))
+    run = recorded_run(ledger, load_inventory(Path(inventory)), wave_id, Path(state_dir))
     RUNS[wave_id] = run
     keys = owned_keys(ledger, wave_id, users, municipality)
     try:

@@ -35,8 +35,7 @@ from ikomm.errors import ConflictError, IkommError, InvalidInputError
 from ikomm.inventory import load_inventory
 from ikomm.ledger import TAKEABLE, Ledger, existing, url_for
 from ikomm.preflight import problems
-from ikomm.rollback import STAGES, owned_keys, plan_rollback
-from ikomm.wave_run import WaveRun
+from ikomm.rollback import STAGES, owned_keys, plan_rollback, recorded_run
 from ikomm.waves import load_wave
 
 WAVE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -155,16 +154,14 @@ def _start_rollback(
 ) -> State[Any]:
     inventory, _, state_dir = served()
     ledger = Ledger(url_for(state_dir))
-    row = ledger.wave(wave)
-    if row is None or not row.get("file"):
+    if ledger.wave(wave) is None:
         raise InvalidInputError(f"no wave {wave!r} in the ledger {ledger.shown}")
     wrong = [s for s in stages or [] if s not in STAGES]
     if wrong:
         raise InvalidInputError(f"stages {', '.join(wrong)}: choose from {', '.join(STAGES)}")
     keys = owned_keys(ledger, wave, _keys(ledger, wave, users) if users else None, municipality)
     if dry_run:
-        inv = load_inventory(inventory)
-        run = WaveRun(inv, load_wave(Path(row["file"]), inv), ledger, state_dir)
+        run = recorded_run(ledger, load_inventory(inventory), wave, state_dir)
         try:
             plan = plan_rollback(run, keys, tuple(stages or ()) or None, purge)
         finally:

@@ -14,13 +14,15 @@ only with `purge`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ikomm.changes import ALREADY, from_record
-from ikomm.errors import IkommError, TransientError
+from ikomm.errors import IkommError, InvalidInputError, TransientError
+from ikomm.inventory import Inventory
 from ikomm.ledger import Ledger
 from ikomm.snapshot import differences, take
 from ikomm.wave_run import WaveRun, set_state
-from ikomm.waves import WaveUser
+from ikomm.waves import WaveUser, load_wave
 
 STAGES = ("account", "entitle", "files", "cutover", "retire")
 
@@ -47,6 +49,15 @@ class UndoForecast:
     @property
     def conflicts(self) -> int:
         return sum(1 for u in self.undo if u["drift"] and u["drift"] != ALREADY)
+
+
+def recorded_run(ledger: Ledger, inv: Inventory, wave_id: str, state_dir: Path) -> WaveRun:
+    """The wave's run context from the wave file the ledger recorded (what a rollback undoes against);
+    InvalidInputError if the ledger knows no such wave."""
+    row = ledger.wave(wave_id)
+    if row is None or not row.get("file"):
+        raise InvalidInputError(f"no wave {wave_id!r} in the ledger {ledger.shown}")
+    return WaveRun(inv, load_wave(Path(row["file"]), inv), ledger, state_dir)
 
 
 def plan_rollback(

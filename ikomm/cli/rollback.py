@@ -16,9 +16,8 @@ from ikomm.cli.console import InventoryDir, JsonFlag, console, err, fail, ledger
 from ikomm.errors import IkommError
 from ikomm.inventory import Inventory
 from ikomm.ledger import Ledger
-from ikomm.rollback import STAGES, UserRollback, owned_keys, plan_rollback
+from ikomm.rollback import STAGES, UserRollback, owned_keys, plan_rollback, recorded_run
 from ikomm.wave_run import WaveRun
-from ikomm.waves import load_wave
 
 app = typer.Typer(help="Undo a user, a stage or a wave from the ledger.", no_args_is_help=True)
 verify_app = typer.Typer(help="Prove that a rollback restored what was there.", no_args_is_help=True)
@@ -57,12 +56,8 @@ YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask (scripts):
 
 def _wave_run(inv: Inventory, ledger: Ledger, wave_id: str) -> WaveRun:
     """The wave's run context from the wave file the ledger recorded, or exit 2."""
-    row = ledger.wave(wave_id)
-    if row is None or not row.get("file"):
-        err.print(styled(("error:", "red"), f" no wave {wave_id!r} in the ledger"))
-        raise typer.Exit(2)
     try:
-        return WaveRun(inv, load_wave(Path(row["file"]), inv), ledger, server.state_dir())
+        return recorded_run(ledger, inv, wave_id, server.state_dir())
     except IkommError as exc:
         raise fail(exc) from None
 
