@@ -8,6 +8,8 @@ of (the waves the campaign file names as done, the users the ledger has moved): 
 give the same files, byte for byte. The rules, in order:
 
 - municipalities in the campaign file's order, one municipality a night;
+- an onboarded tenant (one with its own delegated account) never shares a wave: its sweeps and its
+  last call are its own, since a wave binds as one municipality's account;
 - departments kept together (in name order; a department's users by site, then legacy id): one
   that does not fit the rest of a night starts the next; one larger than a night fills the rest
   of the current night and goes on over the next ones, site by site;
@@ -230,11 +232,24 @@ def plan_campaign(inv: Inventory, campaign: Campaign, moved: frozenset[str] = fr
         upcoming = next(calendar)
         order = {m: i for i, m in enumerate(spec.order)}
         pending = sorted(deferred, key=lambda d: (order[d[0].muni], d[0].user.department, d[0].user.legacy_id))
-        for start in range(0, len(pending), cap):
-            chunk = [wu for wu, _ in pending[start : start + cap]]
-            open_night(sorted({wu.muni for wu in chunk}, key=order.__getitem__), "sweep").users = chunk
-    waves.append(PlannedWave(f"{spec.prefix}{len(waves) + 1:02d}-last-call", upcoming, "last-call", list(spec.order)))
+        for binding in dict.fromkeys(_binding(inv, wu.muni) for wu, _ in pending):  # a tenant's sweeps are its own
+            mine = [wu for wu, _ in pending if _binding(inv, wu.muni) == binding]
+            for start in range(0, len(mine), cap):
+                chunk = mine[start : start + cap]
+                open_night(sorted({wu.muni for wu in chunk}, key=order.__getitem__), "sweep").users = chunk
+    shared = [m for m in spec.order if not _binding(inv, m)]
+    if shared:
+        waves.append(PlannedWave(f"{spec.prefix}{len(waves) + 1:02d}-last-call", upcoming, "last-call", shared))
+    for muni in spec.order:
+        if _binding(inv, muni):
+            name = f"{spec.prefix}{len(waves) + 1:02d}-last-call-{muni}"
+            waves.append(PlannedWave(name, upcoming, "last-call", [muni]))
     return CampaignPlan(campaign, waves, cap, left_out, already)
+
+
+def _binding(inv: Inventory, muni: str) -> str:
+    """Whose account a wave of muni binds as: the tenant's own (its waves are its own), or '' (shared)."""
+    return muni if inv.municipalities[muni].delegation else ""
 
 
 def wave_yaml(plan: CampaignPlan, wave: PlannedWave, inv: Inventory) -> str:

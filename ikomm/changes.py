@@ -48,7 +48,15 @@ ALREADY = "already undone"  # drift's answer when the object holds what was ther
 
 
 def parked_ou(run: WaveRun) -> str:
+    """Where an undone account is set aside: the platform's OU=Deaktivert, or the tenant's own for its waves."""
+    if run.c.tenant is not None:
+        return tenant_parked_ou(run.inv.municipalities[run.c.tenant].target_ou)
     return f"{PARKED_OU},{run.inv.platform.directory.base_dn}"
+
+
+def tenant_parked_ou(target_ou: str) -> str:
+    """A tenant's own OU for accounts set aside, inside its OU (its delegated account may move them there)."""
+    return f"{PARKED_OU},{target_ou}"
 
 
 def directory_of(run: WaveRun, system: str) -> DirectoryConnector:

@@ -72,7 +72,7 @@ class WaveRun:
         today: date | None = None,
     ) -> None:
         self.inv, self.wave, self.ledger = inv, wave, ledger
-        self.c = connectors or Connectors(inv, sftp_pool=wave.spec.options.concurrency)
+        self.c = connectors or Connectors(inv, sftp_pool=wave.spec.options.concurrency, tenant=wave.tenant(inv))
         self.names = account_names(inv)
         self.credentials = CredentialFile(state_dir / "credentials" / f"{wave.id}.csv")
         self.gate: Gate = gate or LocalGate(self.limits())

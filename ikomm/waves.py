@@ -127,6 +127,13 @@ class Wave:
     def id(self) -> str:
         return self.spec.id
 
+    def tenant(self, inv: Inventory) -> str | None:
+        """The municipality whose delegated account the wave binds as (a wave of one onboarded tenant), or None."""
+        munis = self.spec.municipalities
+        if len(munis) == 1 and munis[0] in inv.municipalities and inv.municipalities[munis[0]].delegation:
+            return munis[0]
+        return None
+
 
 def load_wave(path: Path, inv: Inventory) -> Wave:
     """Read and check a wave file against the inventory; raise InventoryError with every problem."""
@@ -143,6 +150,14 @@ def load_wave(path: Path, inv: Inventory) -> Wave:
             problems.append(source.problem(("municipalities", i), f"unknown municipality {muni!r}"))
         if muni in spec.municipalities[:i]:
             problems.append(source.problem(("municipalities", i), f"{muni!r} is listed twice"))
+        elif len(spec.municipalities) > 1 and muni in inv.municipalities and inv.municipalities[muni].delegation:
+            problems.append(
+                source.problem(
+                    ("municipalities", i),
+                    f"{muni!r} has its own delegated account on the platform: its users move in waves of their "
+                    "own (a wave binds as one municipality's account, never as another's)",
+                )
+            )
     wanted: set[tuple[str, str]] = set()
     sel = spec.users
     known = {(m, u.legacy_id) for m, u in inv.all_users()}

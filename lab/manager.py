@@ -29,12 +29,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from ikomm.errors import LabError
 from ikomm.inventory import Inventory
-from ikomm.inventory.models import DirectoryConfig, FileServerConfig
+from ikomm.inventory.load import tenant_kits
+from ikomm.inventory.models import DirectoryConfig, FileServerConfig, Municipality
 from ikomm.naming import netbios_domain
 from lab import process, seed
 from lab.keys import LabCA, new_password, new_ssh_key, write_private
@@ -95,16 +96,42 @@ def servers_of(inv: Inventory) -> list[Server]:
     return out
 
 
+def with_kits(inv: Inventory) -> tuple[Inventory, set[str]]:
+    """The inventory with the legacy side of each tenant kit not yet onboarded, and those kits' ids.
+
+    A neighbour's legacy directory and file server run in the lab before `ikomm tenant add` names the
+    municipality in municipalities.yaml; nothing of theirs is on the platform until then.
+    """
+    kits = {k: kit for k, kit in tenant_kits(inv.root).items() if k not in inv.municipalities}
+    if not kits:
+        return inv, set()
+    users_dn = inv.platform.directory.users_dn
+    munis = dict(inv.municipalities)
+    users, devices = dict(inv.users), dict(inv.devices)
+    for kit_id, kit in kits.items():
+        spec = kit.spec
+        munis[kit_id] = Municipality(
+            id=kit_id,
+            name=spec.name,
+            ownership_pct=0,
+            target_ou=f"OU={spec.name},{users_dn}",
+            upn_suffix=spec.upn_suffix,
+            legacy=spec.legacy,
+        )
+        users[kit_id], devices[kit_id] = kit.users, kit.devices
+    return replace(inv, municipalities=munis, users=users, devices=devices), set(kits)
+
+
 class Lab:
     """The lab of one inventory: build it, start it, tell its state, stop it."""
 
     def __init__(self, inv: Inventory, progress: Progress | None = None) -> None:
         if inv.lab_dir is None:
             raise LabError("this inventory is not a lab inventory (platform.yaml has no 'lab: {dir: ...}')")
-        self.inv = inv
+        self.inv, self.kits = with_kits(inv)
         self.wanted = inv.lab_dir
         self.dir = lab_home(inv.lab_dir)
-        self.servers = servers_of(inv)
+        self.servers = servers_of(self.inv)
         self.say: Progress = progress or (lambda _msg: None)
         self.pids = self.dir / "pids.json"
         self.logs = self.dir / "logs"
@@ -368,7 +395,7 @@ class Lab:
             job = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
             log.close()
             if s.name == "platform-ad":
-                entries = seed.platform_entries(self.inv)
+                entries = seed.platform_entries(self.inv, leave_out=self.kits)
             else:
                 entries = seed.ad_legacy_entries(self.inv, self.inv.municipalities[s.name.removeprefix("legacy-dir-")])
             jobs[s.name] = (job, entries, d.password.env)
@@ -501,6 +528,7 @@ class Lab:
         b = self.inv.platform.broker
         argv = [
             sys.executable,
+            "-P",  # not the current folder on the path: a folder named lab/ there would shadow the package
             "-m",
             "lab.broker",
             "--state",

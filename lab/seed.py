@@ -10,6 +10,7 @@ import base64
 import json
 import os
 import random
+from collections.abc import Collection
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -87,8 +88,11 @@ def ad_legacy_entries(inv: Inventory, muni: Municipality) -> list[dict[str, Any]
     return entries
 
 
-def platform_entries(inv: Inventory) -> list[dict[str, Any]]:
-    """Entries of the platform AD as it stands before migration: OUs and the applications' groups."""
+def platform_entries(inv: Inventory, leave_out: Collection[str] = ()) -> list[dict[str, Any]]:
+    """Entries of the platform AD as it stands before migration: OUs and the applications' groups.
+
+    leave_out: municipalities not yet onboarded (tenant kits), of which the platform holds nothing.
+    """
     d = inv.platform.directory
     entries: list[dict[str, Any]] = [
         {"dn": d.users_dn, "objectClass": "organizationalUnit"},
@@ -100,9 +104,12 @@ def platform_entries(inv: Inventory) -> list[dict[str, Any]]:
         },
     ]
     for muni in inv.municipalities.values():
-        entries.append({"dn": muni.target_ou, "objectClass": "organizationalUnit", "description": muni.name})
+        if muni.id not in leave_out:
+            entries.append({"dn": muni.target_ou, "objectClass": "organizationalUnit", "description": muni.name})
     for app in inv.applications.values():
-        for group in app.groups.values():
+        for muni_id, group in app.groups.items():
+            if muni_id in leave_out:
+                continue
             entries.append(
                 {
                     "dn": f"CN={escape_rdn(group)},{d.groups_dn}",

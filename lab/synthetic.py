@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -182,14 +183,20 @@ OWNERS = [
     ("gausdal", "Gausdal", 16, "openldap", "gausdal.kommune.no", "gd"),
     ("oyer", "Øyer", 14, "openldap", "oyer.kommune.no", "oy"),
 ]
+# Neighbours that may join as customers (`ikomm tenant add`): the generator writes their tenant kit.
+TENANTS = [
+    # id, name, legacy directory kind, domain, short prefix
+    ("ringebu", "Ringebu", "openldap", "ringebu.kommune.no", "rb"),
+]
 SITES = {
     "lillehammer": ["Rådhuset", "Lillehammer helsehus", "Kringsjå skole", "Søre Ål skole", "Hovemoen drift"],
     "gausdal": ["Gausdal rådhus", "Forset skole", "Follebu skole", "Gausdal helsetun"],
     "oyer": ["Øyer rådhus", "Tretten skole", "Øyer helsetun"],
+    "ringebu": ["Ringebu rådhus", "Fåvang skole", "Ringebu sjukeheim"],
 }
 ZONES = [("office", "Kontor", 21), ("health", "Helse", 22), ("school", "Skole", 23)]
-LEGACY_FS_OCTET = {"lillehammer": 11, "gausdal": 12, "oyer": 13}
-LEGACY_DIR_OCTET = {"lillehammer": 3, "gausdal": 4, "oyer": 5}
+LEGACY_FS_OCTET = {"lillehammer": 11, "gausdal": 12, "oyer": 13, "ringebu": 14}
+LEGACY_DIR_OCTET = {"lillehammer": 3, "gausdal": 4, "oyer": 5, "ringebu": 6}
 SSH_PORT = 2222
 PLATFORM_BASE = "DC=plattform,DC=ikomm,DC=no"
 
@@ -385,8 +392,17 @@ def _servers(rng: random.Random) -> list[dict[str, str]]:
     return servers
 
 
-def generate(out: Path, users: int = 2500, seed: int = 2026, lab_dir: str = "../.lab") -> Generated:
-    """Write a complete synthetic inventory into out (platform, municipalities, apps, servers, users, devices)."""
+def generate(
+    out: Path, users: int = 2500, seed: int = 2026, lab_dir: str = "../.lab", tenants: Sequence[str] = ()
+) -> Generated:
+    """Write a complete synthetic inventory into out (platform, municipalities, apps, servers, users, devices).
+
+    tenants: neighbours (ids of TENANTS) whose tenant kit goes to tenants/<id>/, users in proportion to
+    their size; the owners' files are the same bytes with or without them.
+    """
+    unknown = sorted(set(tenants) - {t[0] for t in TENANTS})
+    if unknown:
+        raise ValueError(f"no tenant named {', '.join(unknown)} (known: {', '.join(t[0] for t in TENANTS)})")
     rng = random.Random(seed)
     out.mkdir(parents=True, exist_ok=True)
     (out / "users").mkdir(exist_ok=True)
@@ -420,85 +436,123 @@ def generate(out: Path, users: int = 2500, seed: int = 2026, lab_dir: str = "../
     servers = _servers(rng)
     _dump_yaml(out / "servers.yaml", {"servers": servers}, "The platform's servers.")
 
-    user_cols = [
-        "legacy_id",
-        "given_name",
-        "surname",
-        "email",
-        "department",
-        "title",
-        "zone",
-        "legacy_groups",
-        "home_path",
-        "profile_path",
-        "device",
-        "enabled",
-    ]
-    dev_cols = ["device_id", "mac", "site", "assigned_user"]
     dept_weights = [w for *_, w in DEPARTMENTS]
     macs: set[str] = set()
     device_total = 0
     for muni, _name, _share, _kind, domain, prefix in OWNERS:
-        used_ids: set[str] = set()
-        used_mail: set[str] = set()
-        user_rows: list[dict[str, str]] = []
-        dev_rows: list[dict[str, str]] = []
-        for n in range(counts[muni]):
-            if n == 0:
-                given, surname = "Kari", "Nordmann"  # the same person's name in every municipality
-            else:
-                given, surname = rng.choice(GIVEN), rng.choice(SURNAMES)
-                if rng.random() < 0.05:
-                    surname = f"{rng.choice(SURNAMES)} {surname}"
-            dept, zone, titles, _ = rng.choices(DEPARTMENTS, weights=dept_weights)[0]
-            if muni == "lillehammer":
-                base = (_slug(given)[:3] + _slug(surname)[:3]) or "user"
-                legacy_id, k = base, 1
-                while legacy_id in used_ids:
-                    k += 1
-                    legacy_id = f"{base}{k}"
-            else:
-                legacy_id = f"{prefix}{10001 + n}"
-            used_ids.add(legacy_id)
-            local = f"{_slug(given)}.{_slug(surname)}"
-            mail, k = local, 1
-            while mail in used_mail:
-                k += 1
-                mail = f"{local}{k}"
-            used_mail.add(mail)
-            wanted = [a for a in APPS if a[2] in (zone, "office")]
-            picks = {a for a in wanted if rng.random() < a[3] / 100 * (1.0 if a[2] == zone else 0.5)}
-            groups = [f"{prefix}-{_slug(dept.split('/')[-1])}"] + [
-                _legacy_group_for_app(muni, prefix, a[0], a[1]) for a in sorted(picks)
-            ]
-            if rng.random() < 0.03:
-                groups.append(f"{prefix}-gammel-skanner")  # maps to no application
-            device = ""
-            if rng.random() < 0.92:
-                device = f"tc-{muni[:4]}-{len(dev_rows) + 1:05d}"
-                dev_rows.append(_device(rng, device, SITES[muni], legacy_id, macs))
-            user_rows.append(
-                {
-                    "legacy_id": legacy_id,
-                    "given_name": given,
-                    "surname": surname,
-                    "email": f"{mail}@{domain}",
-                    "department": dept,
-                    "title": rng.choice(titles),
-                    "zone": zone,
-                    "legacy_groups": ";".join(groups),
-                    "home_path": f"/srv/home/{legacy_id}",
-                    "profile_path": f"/srv/profiles/{legacy_id}",
-                    "device": device,
-                    "enabled": "false" if rng.random() < 0.01 else "true",
-                }
-            )
-        for _ in range(max(1, counts[muni] // 100)):  # spare thin clients, assigned to nobody
-            dev_rows.append(_device(rng, f"tc-{muni[:4]}-{len(dev_rows) + 1:05d}", SITES[muni], "", macs))
-        _write_csv(out / "users" / f"{muni}.csv", user_cols, user_rows)
-        _write_csv(out / "devices" / f"{muni}.csv", dev_cols, dev_rows)
+        user_rows, dev_rows = _people(rng, muni, domain, prefix, counts[muni], dept_weights, macs)
+        _write_csv(out / "users" / f"{muni}.csv", USER_COLS, user_rows)
+        _write_csv(out / "devices" / f"{muni}.csv", DEV_COLS, dev_rows)
         device_total += len(dev_rows)
+    for tenant, name, kind, domain, prefix in TENANTS:
+        if tenant not in tenants:
+            continue
+        kit = out / "tenants" / tenant
+        kit.mkdir(parents=True, exist_ok=True)
+        spec = _municipality(tenant, name, 0, kind, domain, lab_dir)
+        _dump_yaml(
+            kit / "tenant.yaml",
+            {
+                "id": tenant,
+                "name": name,
+                "upn_suffix": domain,
+                "legacy": spec["legacy"],
+                "granted_by": {app_id: [f"{prefix}-{app_id}"] for app_id, *_ in APPS},
+            },
+            f"{name}: a neighbour's legacy side, onboarded with `ikomm tenant add {tenant} --legacy tenants/{tenant}`.",
+        )
+        tenant_rng = random.Random(f"{seed}:{tenant}")
+        size = max(10, round(users * 0.05))  # about Ringebu's size beside Lillehammer's
+        user_rows, dev_rows = _people(tenant_rng, tenant, domain, prefix, size, dept_weights, macs)
+        _write_csv(kit / "users.csv", USER_COLS, user_rows)
+        _write_csv(kit / "devices.csv", DEV_COLS, dev_rows)
     return Generated(out, counts, device_total, len(app_rows), len(servers))
+
+
+USER_COLS = [
+    "legacy_id",
+    "given_name",
+    "surname",
+    "email",
+    "department",
+    "title",
+    "zone",
+    "legacy_groups",
+    "home_path",
+    "profile_path",
+    "device",
+    "enabled",
+]
+DEV_COLS = ["device_id", "mac", "site", "assigned_user"]
+
+
+def _people(
+    rng: random.Random,
+    muni: str,
+    domain: str,
+    prefix: str,
+    count: int,
+    dept_weights: list[int],
+    macs: set[str],
+) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """The users and thin clients of one municipality (rows of users/ and devices/)."""
+    used_ids: set[str] = set()
+    used_mail: set[str] = set()
+    user_rows: list[dict[str, str]] = []
+    dev_rows: list[dict[str, str]] = []
+    for n in range(count):
+        if n == 0:
+            given, surname = "Kari", "Nordmann"  # the same person's name in every municipality
+        else:
+            given, surname = rng.choice(GIVEN), rng.choice(SURNAMES)
+            if rng.random() < 0.05:
+                surname = f"{rng.choice(SURNAMES)} {surname}"
+        dept, zone, titles, _ = rng.choices(DEPARTMENTS, weights=dept_weights)[0]
+        if muni == "lillehammer":
+            base = (_slug(given)[:3] + _slug(surname)[:3]) or "user"
+            legacy_id, k = base, 1
+            while legacy_id in used_ids:
+                k += 1
+                legacy_id = f"{base}{k}"
+        else:
+            legacy_id = f"{prefix}{10001 + n}"
+        used_ids.add(legacy_id)
+        local = f"{_slug(given)}.{_slug(surname)}"
+        mail, k = local, 1
+        while mail in used_mail:
+            k += 1
+            mail = f"{local}{k}"
+        used_mail.add(mail)
+        wanted = [a for a in APPS if a[2] in (zone, "office")]
+        picks = {a for a in wanted if rng.random() < a[3] / 100 * (1.0 if a[2] == zone else 0.5)}
+        groups = [f"{prefix}-{_slug(dept.split('/')[-1])}"] + [
+            _legacy_group_for_app(muni, prefix, a[0], a[1]) for a in sorted(picks)
+        ]
+        if rng.random() < 0.03:
+            groups.append(f"{prefix}-gammel-skanner")  # maps to no application
+        device = ""
+        if rng.random() < 0.92:
+            device = f"tc-{muni[:4]}-{len(dev_rows) + 1:05d}"
+            dev_rows.append(_device(rng, device, SITES[muni], legacy_id, macs))
+        user_rows.append(
+            {
+                "legacy_id": legacy_id,
+                "given_name": given,
+                "surname": surname,
+                "email": f"{mail}@{domain}",
+                "department": dept,
+                "title": rng.choice(titles),
+                "zone": zone,
+                "legacy_groups": ";".join(groups),
+                "home_path": f"/srv/home/{legacy_id}",
+                "profile_path": f"/srv/profiles/{legacy_id}",
+                "device": device,
+                "enabled": "false" if rng.random() < 0.01 else "true",
+            }
+        )
+    for _ in range(max(1, count // 100)):  # spare thin clients, assigned to nobody
+        dev_rows.append(_device(rng, f"tc-{muni[:4]}-{len(dev_rows) + 1:05d}", SITES[muni], "", macs))
+    return user_rows, dev_rows
 
 
 def _device(rng: random.Random, device_id: str, sites: list[str], user: str, macs: set[str]) -> dict[str, str]:

@@ -11,13 +11,15 @@ explicitly: no module registers itself by being imported, and none imports anoth
     credentials  handed-over                         ikomm.cli.credentials
     rollback     user, wave; verify rollback         ikomm.cli.rollback
     campaign     plan, status, report                ikomm.cli.campaign
+    tenant       add, remove, list                   ikomm.cli.tenant
+    audit        isolation                           ikomm.cli.tenant
 """
 
 from __future__ import annotations
 
 import typer
 
-from ikomm.cli import campaign, credentials, inventory, lab, preflight, rollback, server, status, wave
+from ikomm.cli import campaign, credentials, inventory, lab, preflight, rollback, server, status, tenant, wave
 
 app = typer.Typer(help="ikomm-migrate: move users onto the Ikomm platform in waves.", no_args_is_help=True)
 app.add_typer(inventory.app, name="inventory")
@@ -31,6 +33,8 @@ app.add_typer(credentials.app, name="credentials")
 app.add_typer(rollback.app, name="rollback")
 app.add_typer(rollback.verify_app, name="verify")
 app.add_typer(campaign.app, name="campaign")
+app.add_typer(tenant.app, name="tenant")
+app.add_typer(tenant.audit_app, name="audit")
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from ikomm.cli.console import InventoryDir, JsonFlag, console, fail, load, styled
-from ikomm.errors import IkommError
+from ikomm.errors import IkommError, InvalidInputError
 
 if TYPE_CHECKING:
     from lab.manager import Lab
@@ -25,14 +25,23 @@ def lab_generate(
     seed: Annotated[int, typer.Option(help="Random seed: same seed and size, same bytes.")] = 2026,
     out: Annotated[Path, typer.Option(help="Folder to write the inventory into.")] = Path("inventory"),
     lab_dir: Annotated[str, typer.Option(help="Lab folder, relative to --out (or absolute).")] = "../.lab",
+    tenant: Annotated[
+        list[str] | None,
+        typer.Option(help="A neighbour's tenant kit too (tenants/<id>/, for `ikomm tenant add`), e.g. ringebu."),
+    ] = None,
 ) -> None:
-    """Write a deterministic synthetic inventory of the three municipalities."""
-    from lab.synthetic import generate
+    """Write a deterministic synthetic inventory of the three municipalities (and tenant kits of neighbours)."""
+    from lab.synthetic import TENANTS, generate
 
-    result = generate(out, users=users, seed=seed, lab_dir=lab_dir)
+    known = [t[0] for t in TENANTS]
+    for name in tenant or []:
+        if name not in known:
+            raise fail(InvalidInputError(f"--tenant {name}: no such neighbour (known: {', '.join(known)})"))
+    result = generate(out, users=users, seed=seed, lab_dir=lab_dir, tenants=tenant or [])
+    kits = f", tenant kits: {', '.join(tenant)}" if tenant else ""
     console.print(
         f"wrote {out}: users {result.users}, {result.devices} thin clients, "
-        f"{result.applications} applications, {result.servers} servers"
+        f"{result.applications} applications, {result.servers} servers{kits}"
     )
 
 

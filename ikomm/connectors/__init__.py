@@ -2,6 +2,9 @@
 
 `Connectors(inventory)` builds them from the inventory once and hands out the same instance for the
 same system, so connections (one per thread for LDAP and WinRM, a pool per SFTP host) are reused.
+`Connectors(inventory, tenant=id)` binds to the platform directory as that municipality's delegated
+account (`ikomm tenant add`) instead of the inventory's administrator: a wave of that municipality
+can then write only in its own OU and its own application groups.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from ikomm.connectors.broker import Broker
 from ikomm.connectors.devices import DeviceConfigs
 from ikomm.connectors.directory import DirectoryConnector
 from ikomm.connectors.files import FileServer
+from ikomm.errors import FatalError
 from ikomm.inventory import Inventory
 from ikomm.inventory.models import DirectoryConfig
 from ikomm.secrets import resolve_secret
@@ -22,12 +26,26 @@ from ikomm.secrets import resolve_secret
 T = TypeVar("T")
 
 
+def platform_directory(inv: Inventory, tenant: str | None = None) -> DirectoryConfig:
+    """The platform directory's settings, with the tenant's delegated account as the bind when one is named."""
+    if tenant is None:
+        return inv.platform.directory
+    delegation = inv.municipalities[tenant].delegation
+    if delegation is None:
+        raise FatalError(f"{tenant} has no delegated account on the platform (onboard it: ikomm tenant add {tenant})")
+    return inv.platform.directory.model_copy(
+        update={"bind_dn": delegation.account_upn, "password": delegation.password}
+    )
+
+
 class Connectors:
     """Every connector the inventory describes, made on first use and shared afterwards."""
 
-    def __init__(self, inv: Inventory, sftp_pool: int = 4) -> None:
+    def __init__(self, inv: Inventory, sftp_pool: int = 4, tenant: str | None = None) -> None:
         self.inv = inv
         self._sftp_pool = sftp_pool
+        self.tenant = tenant
+        self._platform_config = platform_directory(inv, tenant)
         self._made: dict[tuple[str, str], Any] = {}
         self._lock = threading.RLock()  # devices() makes its sftp() inside
 
@@ -41,7 +59,7 @@ class Connectors:
     def directory(self, config: DirectoryConfig) -> DirectoryConnector:
         """The connector of a directory (platform AD or a municipality's legacy directory)."""
         return self._once(
-            ("ldap", f"{config.host}:{config.port}"),
+            ("ldap", f"{config.bind_dn}@{config.host}:{config.port}"),
             lambda: DirectoryConnector(
                 config,
                 resolve_secret(config.password, self.inv),
@@ -50,7 +68,8 @@ class Connectors:
         )
 
     def platform(self) -> DirectoryConnector:
-        return self.directory(self.inv.platform.directory)
+        """The platform directory, bound as the tenant's delegated account when one was given."""
+        return self.directory(self._platform_config)
 
     def legacy(self, muni_id: str) -> DirectoryConnector:
         return self.directory(self.inv.municipalities[muni_id].legacy.directory)

@@ -30,12 +30,15 @@ from typing import Any
 
 import ldap3
 from ldap3.core import exceptions as lx
+from ldap3.protocol.microsoft import security_descriptor_control
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn
 
 from ikomm.errors import ConflictError, FatalError, IkommError, InvalidInputError, TransientError
 from ikomm.inventory.models import DirectoryConfig
 
+SECURITY_DESCRIPTOR = "nTSecurityDescriptor"
+DACL_CONTROL = security_descriptor_control(sdflags=0x04)  # read and write the DACL only, as a delegate may
 TRANSIENT_RESULTS = {3, 11, 51, 52, 80}  # time limit, admin limit, busy, unavailable, other (server-side)
 CONFLICT_RESULTS = {19, 20, 66, 67, 68, 69}  # constraint, value exists, non-leaf, RDN, entry exists, OC mods
 INVALID_RESULTS = {16, 17, 18, 21, 32, 34, 64, 65}  # no such attribute/object, syntax, naming, object class
@@ -204,11 +207,13 @@ class DirectoryConnector:
             self._conn.unbind()
             self._conn = None
 
-    def search(self, base: str, ldap_filter: str, attributes: Sequence[str] = ("*",)) -> Iterator[Snapshot]:
+    def search(
+        self, base: str, ldap_filter: str, attributes: Sequence[str] = ("*",), controls: list[Any] | None = None
+    ) -> Iterator[Snapshot]:
         """Every entry below base matching ldap_filter, fetched page by page."""
         try:
             for entry in self.connection().extend.standard.paged_search(
-                base, ldap_filter, attributes=list(attributes), paged_size=500, generator=True
+                base, ldap_filter, attributes=list(attributes), paged_size=500, generator=True, controls=controls
             ):
                 if entry["type"] == "searchResEntry":
                     yield _snapshot(entry["dn"], entry["raw_attributes"])
@@ -255,6 +260,33 @@ class DirectoryConnector:
                 raise self._failed(exc, f"modify {dn}") from None
         after = {name: tuple(sorted(str(v) for v in wanted[name])) for name in changes}
         return Change(dn, bool(changes), before, after)
+
+    def search_acl(self, base: str, ldap_filter: str, attributes: Sequence[str] = ()) -> Iterator[Snapshot]:
+        """AD: like search, each entry with its DACL in nTSecurityDescriptor (as base64: text)."""
+        yield from self.search(base, ldap_filter, [*attributes, SECURITY_DESCRIPTOR], DACL_CONTROL)
+
+    def read_acl(self, dn: str) -> bytes | None:
+        """AD: the entry's security descriptor with its DACL only (self-relative bytes), or None if no entry."""
+        try:
+            conn = self.connection()
+            conn.search(dn, "(objectClass=*)", ldap3.BASE, attributes=[SECURITY_DESCRIPTOR], controls=DACL_CONTROL)
+        except lx.LDAPNoSuchObjectResult:
+            return None
+        except Exception as exc:
+            raise self._failed(exc, f"read the ACL of {dn}") from None
+        if not conn.response:
+            return None
+        values = conn.response[0]["raw_attributes"].get(SECURITY_DESCRIPTOR) or [b""]
+        return bytes(values[0])
+
+    def write_acl(self, dn: str, descriptor: bytes) -> None:
+        """AD: replace the entry's DACL with the one in descriptor (owner, group and SACL are left alone)."""
+        try:
+            self.connection().modify(
+                dn, {SECURITY_DESCRIPTOR: [(ldap3.MODIFY_REPLACE, [descriptor])]}, controls=DACL_CONTROL
+            )
+        except Exception as exc:
+            raise self._failed(exc, f"write the ACL of {dn}") from None
 
     def state(self, dn: str) -> EntryState | None:
         """The entry's complete state (every user attribute, and the groups it is in), or None."""

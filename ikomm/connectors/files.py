@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import paramiko
 from paramiko.sftp import CMD_EXTENDED, CMD_EXTENDED_REPLY
@@ -272,6 +272,21 @@ class FileServer:
                         manifest.refused[rel] = "not a regular file, folder or symlink"
         return manifest
 
+    def listing(self, path: str) -> list[Owned]:
+        """The entries of a folder with owner, group and mode (not followed if links); [] if there is no folder."""
+        with self.session() as sftp:
+            try:
+                attrs = sftp.listdir_attr(path)
+            except FileNotFoundError:
+                return []
+        return [_owned(posixpath.join(path, a.filename), a) for a in attrs if a.filename not in (".", "..")]
+
+    def owned(self, path: str) -> Owned | None:
+        """The entry at path with owner, group and mode (a link is not followed), or None."""
+        with self.session() as sftp:
+            found = _lstat(sftp, path)
+        return None if found is None else _owned(path, found)
+
     def free_bytes(self, path: str) -> int:
         """Bytes free to an unprivileged writer on the file system holding path (OpenSSH's statvfs extension)."""
         with self.session() as sftp:
@@ -296,6 +311,31 @@ class FileServer:
             sftp.chmod(tmp, mode)
             sftp.posix_rename(tmp, path)
 
+    def ensure_folder(self, path: str, mode: int, owner: tuple[int, int]) -> bool:
+        """Make path a folder with exactly this mode and owner (parents 0755 as needed); False if it was already."""
+        with self.session() as sftp:
+            found = _lstat(sftp, path)
+            if found is not None and not stat.S_ISDIR(found.st_mode or 0):
+                raise ConflictError(f"{self.host}:{path} exists and is not a folder; refusing to use it")
+            if found is not None and _owned(path, found)[1:4] == (mode, *owner):
+                return False
+            if found is None:
+                _makedirs(sftp, posixpath.dirname(path), 0o755)
+                sftp.mkdir(path, 0o700)
+            sftp.chown(path, *owner)
+            sftp.chmod(path, mode)  # after chown, which clears the set-group-id bit
+        return True
+
+    def remove_folder(self, path: str) -> bool:
+        """Remove an empty folder; False if it was not there. A folder with anything in it is a ConflictError."""
+        with self.session() as sftp:
+            if _lstat(sftp, path) is None:
+                return False
+            if sftp.listdir(path):
+                raise ConflictError(f"{self.host}:{path} is not empty; nothing removed")
+            sftp.rmdir(path)
+        return True
+
     def remove(self, path: str) -> bool:
         """Remove a file; False if it was not there."""
         with self.session() as sftp:
@@ -310,6 +350,21 @@ class FileServer:
         with self.session() as sftp:
             _makedirs(sftp, posixpath.dirname(new), 0o700)
             sftp.posix_rename(old, new)
+
+
+class Owned(NamedTuple):
+    """A file system entry's path, permission bits (with set-id bits), owner and group."""
+
+    path: str
+    mode: int  # permission bits with set-id and sticky bits, no file type
+    uid: int
+    gid: int
+    is_dir: bool
+
+
+def _owned(path: str, attr: paramiko.SFTPAttributes) -> Owned:
+    mode = attr.st_mode or 0
+    return Owned(path, mode & 0o7777, attr.st_uid or 0, attr.st_gid or 0, stat.S_ISDIR(mode))
 
 
 def unchanged(have: FileEntry | None, want: FileEntry) -> bool:

@@ -28,6 +28,7 @@ from ikomm.inventory.models import (
     MunicipalitiesFile,
     PlatformFile,
     ServersFile,
+    TenantKit,
     User,
 )
 
@@ -317,3 +318,46 @@ def load_inventory(root: Path) -> Inventory:
         users={m.id: _models(users.get(m.id)) for m in munis[0].municipalities},
         devices={m.id: _models(devices.get(m.id)) for m in munis[0].municipalities},
     )
+
+
+@dataclass(frozen=True)
+class Kit:
+    """A tenant kit: a municipality's legacy side and users, read before it is onboarded."""
+
+    folder: Path
+    spec: TenantKit
+    users: list[User]
+    devices: list[Device]
+
+
+def load_tenant_kit(folder: Path) -> Kit:
+    """Read and validate tenants/<id>/ (tenant.yaml, users.csv, devices.csv); InventoryError names every problem."""
+    folder = Path(folder)
+    if not (folder / "tenant.yaml").is_file():
+        missing = Problem(str(folder), None, "", "not a tenant kit: no tenant.yaml in it")
+        raise InventoryError([missing], "the tenant kit")
+    problems: list[Problem] = []
+    root, here = folder.resolve().parent.parent, f"{folder.resolve().parent.name}/{folder.resolve().name}"
+    spec = load_yaml_model(root, f"{here}/tenant.yaml", TenantKit, problems)
+    users = devices = None
+    for csv_name in ("users.csv", "devices.csv"):
+        rel = f"{here}/{csv_name}"
+        if not (root / rel).is_file():
+            problems.append(Problem(rel, None, "", "file is missing"))
+        elif csv_name == "users.csv":
+            users = load_csv_models(root, rel, User, USER_COLUMNS, problems)
+        else:
+            devices = load_csv_models(root, rel, Device, DEVICE_COLUMNS, problems)
+    if spec is not None and spec[0].id != folder.resolve().name:
+        problems.append(spec[1].problem(("id",), f"must be the kit folder's name {folder.resolve().name!r}"))
+    if problems or spec is None:
+        raise InventoryError(problems, "the tenant kit")
+    return Kit(folder.resolve(), spec[0], _models(users), _models(devices))
+
+
+def tenant_kits(root: Path) -> dict[str, Kit]:
+    """Every tenant kit under the inventory's tenants/ folder, by id."""
+    folder = Path(root) / "tenants"
+    if not folder.is_dir():
+        return {}
+    return {p.parent.name: load_tenant_kit(p.parent) for p in sorted(folder.glob("*/tenant.yaml"))}

@@ -258,8 +258,21 @@ class LegacySystems(Model):
     terminal_server: LegacyTerminalServer
 
 
+class Delegation(Model):
+    """A municipality's own rights in the platform: its service account and admin group (`ikomm tenant add`).
+
+    A wave of a municipality with a delegation binds to the platform directory as its account, which can
+    write only in the municipality's own OU and the membership of its own application groups.
+    """
+
+    account_dn: DN
+    account_upn: Annotated[str, Field(pattern=EMAIL.pattern, max_length=320)]
+    admin_group_dn: DN
+    password: CredentialRef
+
+
 class Municipality(Model):
-    """One owner municipality (or, later, a customer) and its legacy systems."""
+    """One owner municipality (or a customer onboarded with `ikomm tenant add`) and its legacy systems."""
 
     id: Slug
     name: str
@@ -267,6 +280,20 @@ class Municipality(Model):
     target_ou: DN
     upn_suffix: Annotated[str, Field(pattern=DOMAIN.pattern, max_length=253)]
     legacy: LegacySystems
+    delegation: Delegation | None = None
+
+
+class TenantKit(Model):
+    """tenants/<id>/tenant.yaml: what a municipality brings before it is onboarded (its legacy side).
+
+    Beside it lie users.csv and devices.csv, in the columns of users/ and devices/.
+    """
+
+    id: Slug
+    name: Name
+    upn_suffix: Annotated[str, Field(pattern=DOMAIN.pattern, max_length=253)]
+    legacy: LegacySystems
+    granted_by: dict[Slug, list[Name]] = Field(default_factory=dict)  # application id -> legacy groups
 
 
 class MunicipalitiesFile(Model):

@@ -42,12 +42,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def lab_inventory() -> Inventory:
-    """A 120-user inventory generated for the tests; same bytes every run, so its lab cache is reused."""
+    """A 120-user inventory (and Ringebu's tenant kit) generated for the tests; same bytes every run, so its lab
+    cache is reused."""
     root = test_root()
     folder = root / "inventory"
     if folder.exists():
         shutil.rmtree(folder)
-    generate(folder, users=TEST_USERS, seed=7, lab_dir=str(root / "lab"))
+    generate(folder, users=TEST_USERS, seed=7, lab_dir=str(root / "lab"), tenants=["ringebu"])
     return load_inventory(folder)
 
 

@@ -1,0 +1,268 @@
+"""A new municipality joins without weakening the others: onboarding, least privilege and the isolation audit,
+against the lab's platform AD (real ACLs in Samba) and file servers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ikomm.acl import WRITE_PROPERTY, Ace, granted, revoked, rid, sid_text
+from ikomm.connectors import Connectors
+from ikomm.connectors.directory import child_dn, equality_filter
+from ikomm.errors import FatalError
+from ikomm.inventory import Inventory, load_inventory
+from ikomm.ledger import Ledger
+from ikomm.stages import DOMAIN_USERS_RID, ID_BASE
+from ikomm.tenancy import layout_of
+from tests.integration.conftest import Env
+from tests.integration.test_wave import check_systems
+
+pytestmark = pytest.mark.integration
+
+TENANT = "ringebu"
+OWNERS = ("lillehammer", "gausdal", "oyer")
+
+
+def output(env: Env) -> str:
+    return (env.dir / "ikomm-output.log").read_text(encoding="utf-8")
+
+
+def owners_world(inv: Inventory) -> dict[str, Any]:
+    """Every object of the owner municipalities on the platform: entries with their ACLs, groups, folders."""
+    made = Connectors(inv)
+    ad = made.platform()
+    world: dict[str, Any] = {}
+    try:
+        for muni in OWNERS:
+            for entry in ad.search_acl(inv.municipalities[muni].target_ou, "(objectClass=*)", ["*"]):
+                world[entry.dn] = dict(entry.attributes)
+        for app in inv.applications.values():
+            for muni in OWNERS:
+                dn = child_dn("CN", app.groups[muni], inv.platform.directory.groups_dn)
+                for entry in ad.search_acl(dn, "(objectClass=*)", ["*"]):
+                    world[entry.dn] = dict(entry.attributes)
+        tenant = inv.municipalities.get(TENANT)
+        tenant_ids = set()  # the new municipality's own folders are not the owners'
+        if tenant is not None and ad.read(tenant.target_ou, ["1.1"]) is not None:
+            for entry in ad.search(tenant.target_ou, "(objectClass=user)", ["objectSid"]):
+                tenant_ids.add(ID_BASE + rid(sid_text(entry.get("objectSid")[0])))
+        for zone in inv.platform.zones:
+            fs = made.zone_files(zone.id)
+            for root in (zone.file_server.home_root, zone.file_server.profile_root):
+                for top in fs.listing(root):
+                    if top.uid not in tenant_ids:
+                        world[f"{zone.id}:{top.path}"] = top
+    finally:
+        made.close()
+    return world
+
+
+def audit(env: Env, inv_dir: Path) -> tuple[int, list[dict[str, str]]]:
+    before = len(output(env)) if (env.dir / "ikomm-output.log").exists() else 0
+    code = env.ikomm("audit", "isolation", "--json", inventory=inv_dir).returncode
+    text = output(env)[before:]
+    return code, json.loads(text[text.index("{") :])["findings"]
+
+
+@pytest.fixture
+def inv_dir(env: Env, lab_inventory: Inventory, tmp_path: Path) -> Iterator[Path]:
+    """A copy of the test inventory (with Ringebu's kit) that onboarding may change."""
+    folder = tmp_path / "inventory"
+    shutil.copytree(lab_inventory.root, folder)
+    yield folder
+
+
+def onboard(env: Env, inv_dir: Path) -> Inventory:
+    result = env.ikomm("tenant", "add", TENANT, "--name", "Ringebu", inventory=inv_dir)
+    assert result.returncode == 0, output(env)[-3000:]
+    return load_inventory(inv_dir)
+
+
+def test_a_new_municipality_joins_without_weakening_the_others(env: Env, inv_dir: Path) -> None:
+    """Onboarding leaves every owner's object as it was, the audit passes, the delegate is refused outside its
+    own OU and groups, and Ringebu's wave runs end to end bound as its own account."""
+    inv = load_inventory(inv_dir)
+    oyer_ids = [u.legacy_id for u in inv.users["oyer"][:3]]
+    wave = env.wave_file("w-oyer", ["oyer"], oyer_ids, approval_required=False)
+    assert env.ikomm("wave", "run", str(wave), inventory=inv_dir).returncode == 0, output(env)[-3000:]
+    before = owners_world(inv)
+    assert any("employeenumber" in attrs for attrs in before.values() if isinstance(attrs, dict))  # accounts too
+
+    inv = onboard(env, inv_dir)
+    assert "onboarded" in output(env)
+    again = env.ikomm("tenant", "add", TENANT, "--name", "Ringebu", inventory=inv_dir)
+    assert again.returncode == 0 and "already onboarded: nothing to do" in output(env)
+    assert owners_world(inv) == before  # 0 differences in every owner's entries, ACLs and folders
+    assert audit(env, inv_dir) == (0, [])
+
+    # the delegate: refused everywhere outside its own OU and application groups
+    delegate = Connectors(inv, tenant=TENANT)
+    admin = Connectors(inv)
+    try:
+        ad = delegate.platform()
+        oyer_account = next(iter(admin.platform().search(inv.municipalities["oyer"].target_ou, "(objectClass=user)")))
+        oyer_group = child_dn("CN", inv.applications["gerica"].groups["oyer"], inv.platform.directory.groups_dn)
+        attempts: list[Callable[[], object]] = [
+            lambda: ad.modify(oyer_account.dn, {"title": ["taken over"]}),
+            lambda: ad.set_enabled(oyer_account.dn, False),
+            lambda: ad.add_member(oyer_group, oyer_account.dn),
+            lambda: ad.add(
+                f"CN=intruder,{inv.municipalities['oyer'].target_ou}", ["user"], {"sAMAccountName": "intruder"}
+            ),
+            lambda: ad.move(oyer_account.dn, inv.municipalities[TENANT].target_ou),
+        ]
+        for attempt in attempts:
+            with pytest.raises(FatalError, match="insufficientAccessRights"):
+                attempt()
+    finally:
+        delegate.close()
+    assert owners_world(inv) == before
+
+    # Ringebu's wave binds as svc-ringebu: every account it made is owned by that account
+    wave = env.wave_file("w-ringebu", [TENANT], approval_required=False)
+    assert env.ikomm("wave", "run", str(wave), inventory=inv_dir).returncode == 0, output(env)[-3000:]
+    ledger = Ledger(env.ledger_url)
+    seen = check_systems(inv, ledger, "w-ringebu")
+    assert seen.get("verified", 0) >= 5 and set(seen) <= {"verified", "held", "left_out"}, seen
+    try:
+        ad = admin.platform()
+        delegation = inv.municipalities[TENANT].delegation
+        assert delegation is not None
+        svc = sid_text(ad.read(delegation.account_dn, ["objectSid"]).get("objectSid")[0])  # type: ignore[union-attr]
+        conn = ad.connection()
+        from ldap3.protocol.microsoft import security_descriptor_control
+        from winacl.dtyp.security_descriptor import SECURITY_DESCRIPTOR
+
+        conn.search(
+            inv.municipalities[TENANT].target_ou,
+            f"(employeeNumber={TENANT}:*)",
+            attributes=["nTSecurityDescriptor"],
+            controls=security_descriptor_control(sdflags=0x01),
+        )
+        owners = {
+            str(SECURITY_DESCRIPTOR.from_bytes(e["raw_attributes"]["nTSecurityDescriptor"][0]).Owner)
+            for e in conn.response
+            if e["type"] == "searchResEntry"
+        }
+        assert owners == {svc}
+    finally:
+        admin.close()
+    assert owners_world(inv) == before
+    assert audit(env, inv_dir) == (0, [])
+
+
+def test_the_audit_finds_each_crossing(env: Env, inv_dir: Path) -> None:
+    """Each crossing planted on the platform is reported by its kind (exit 1); taken away, the audit passes."""
+    inv = onboard(env, inv_dir)
+    lay = layout_of(inv, TENANT, "Ringebu")
+    made = Connectors(inv)
+    ad = made.platform()
+    lill_ou = inv.municipalities["lillehammer"].target_ou
+    planted = f"CN=planted.user,{lill_ou}"
+    ad.add(planted, ["user"], {"sAMAccountName": "planted.user", "employeeNumber": "lillehammer:planted"})
+    planted_uid = ID_BASE + rid(sid_text(ad.read(planted, ["objectSid"]).get("objectSid")[0]))  # type: ignore[union-attr]
+    admin_sid = sid_text(ad.read(lay.admin_group_dn, ["objectSid"]).get("objectSid")[0])  # type: ignore[union-attr]
+    ringebu_gerica = lay.app_group_dn(inv, "gerica")
+    fs = made.zone_files("office")
+    home = f"{inv.zone('office').file_server.home_root}/planted.user"
+
+    def ace_on_lillehammer() -> Callable[[], None]:
+        descriptor = ad.read_acl(lill_ou)
+        assert descriptor is not None
+        new = granted(descriptor, [Ace(admin_sid, WRITE_PROPERTY)])
+        assert new is not None
+        ad.write_acl(lill_ou, new)
+        return lambda: ad.write_acl(lill_ou, revoked(ad.read_acl(lill_ou) or b"", admin_sid) or b"")
+
+    def nesting() -> Callable[[], None]:
+        ad.add_member(lay.admin_group_dn, planted)
+        return lambda: ad.remove_member(lay.admin_group_dn, planted) and None
+
+    def placement() -> Callable[[], None]:
+        moved = ad.move(planted, lay.target_ou)
+        return lambda: ad.move(moved, lill_ou) and None
+
+    def open_folder() -> Callable[[], None]:
+        fs.ensure_folder(home, 0o705, (planted_uid, 0))  # others may read it (its group may not)
+        return lambda: fs.remove_folder(home) and None
+
+    def domain_users_folder() -> Callable[[], None]:
+        fs.ensure_folder(home, 0o750, (planted_uid, ID_BASE + DOMAIN_USERS_RID))
+        return lambda: fs.remove_folder(home) and None
+
+    def entitlement() -> Callable[[], None]:
+        ad.add_member(ringebu_gerica, planted)
+        return lambda: ad.remove_member(ringebu_gerica, planted) and None
+
+    cases: list[tuple[str, Callable[[], Callable[[], None]], str]] = [
+        ("ace", ace_on_lillehammer, lill_ou),
+        ("nesting", nesting, lay.admin_group_dn),
+        ("placement", placement, f"CN=planted.user,{lay.target_ou}"),
+        ("folder", open_folder, f"fs-office:{home}"),
+        ("folder", domain_users_folder, f"fs-office:{home}"),
+        ("entitlement", entitlement, ringebu_gerica),
+    ]
+    try:
+        assert audit(env, inv_dir) == (0, [])
+        for kind, plant, where in cases:
+            undo = plant()
+            code, findings = audit(env, inv_dir)
+            assert code == 1 and [(f["kind"], f["where"]) for f in findings] == [(kind, where)], (kind, findings)
+            undo()
+            assert audit(env, inv_dir) == (0, []), kind
+    finally:
+        made.close()
+
+
+def test_remove_undoes_an_onboarding_and_refuses_once_users_exist(env: Env, inv_dir: Path) -> None:
+    """Onboard then remove: the platform and the inventory are as before; with an account in its OU, refused."""
+    inv = load_inventory(inv_dir)
+    files = {p.relative_to(inv_dir): p.read_bytes() for p in inv_dir.rglob("*") if p.is_file()}
+    made = Connectors(inv)
+
+    def platform() -> dict[str, Any]:
+        base = inv.platform.directory.base_dn
+        found = made.platform().search_acl(base, "(objectClass=*)", ["*"])
+        # the DC's RID Set counts the ids it handed out (svc-ringebu and its group took two): not undone
+        return {e.dn: dict(e.attributes) for e in found if not e.dn.startswith("CN=RID Set,")}
+
+    try:
+        before = platform()
+        onboarded = onboard(env, inv_dir)
+        ad = made.platform()
+        stray = f"CN=early.bird,{onboarded.municipalities[TENANT].target_ou}"
+        ad.add(stray, ["user"], {"sAMAccountName": "early.bird"})
+        assert env.ikomm("tenant", "remove", TENANT, "--yes", inventory=inv_dir).returncode == 1
+        assert "early.bird" in output(env) and load_inventory(inv_dir).municipalities[TENANT].delegation
+        ad.delete(stray)
+        result = env.ikomm("tenant", "remove", TENANT, "--yes", inventory=inv_dir)
+        assert result.returncode == 0, output(env)[-3000:]
+        after = platform()
+        assert sorted(set(after) ^ set(before)) == []
+        assert {dn for dn in before if before[dn] != after[dn]} == set()
+    finally:
+        made.close()
+    assert {p.relative_to(inv_dir): p.read_bytes() for p in inv_dir.rglob("*") if p.is_file()} == files
+
+
+def test_a_broken_kit_is_refused_before_anything_is_written(env: Env, inv_dir: Path) -> None:
+    """A kit with a bad row: exit 2 naming file, row and field; no OU on the platform, the inventory unchanged."""
+    kit = inv_dir / "tenants" / TENANT / "users.csv"
+    lines = kit.read_text(encoding="utf-8").splitlines()
+    lines[3] = lines[3].replace("@ringebu.kommune.no", "@")
+    kit.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    inv = load_inventory(inv_dir)
+    munis = (inv_dir / "municipalities.yaml").read_bytes()
+    assert env.ikomm("tenant", "add", TENANT, "--name", "Ringebu", inventory=inv_dir).returncode == 2
+    assert "tenants/ringebu/users.csv:4: field 'email'" in output(env)
+    made = Connectors(inv)
+    try:
+        found = list(made.platform().search(inv.platform.directory.users_dn, equality_filter("ou", "Ringebu")))
+    finally:
+        made.close()
+    assert found == [] and (inv_dir / "municipalities.yaml").read_bytes() == munis
