@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 APT_PACKAGES := slapd ldap-utils samba samba-ad-dc winbind openssh-server python3-venv chromium
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: setup apt venv test lint unit integration demo bench bench-campaign bench-cockpit lab-up lab-down clean
+.PHONY: setup apt venv test lint unit integration demo bench bench-campaign bench-cockpit bench-tenant lab-up lab-down clean
 
 setup: apt venv
 
@@ -54,7 +54,7 @@ demo: setup
 	$(BIN)/ikomm serve --detach   # start a wave or a rollback from the UI: Deployments
 	$(BIN)/python -m lab.browser pilot --out .ikomm/screenshots   # what the helpdesk sees, in headless Chromium
 	@echo
-	@echo "The pilot wave ran against twelve real servers on 127.0.0.x. Where to look:"
+	@echo "The pilot wave ran against the lab's real servers on 127.0.0.x. Where to look:"
 	@echo "  Prefect UI:  http://127.0.0.1:4200/runs  (flow run 'pilot'; task runs 'gausdal/gd10074 · froydis.sveen3 · migrate')"
 	@echo "               artifacts: wave-pilot-progress, wave-pilot-users, wave-pilot-summary; each user's card on their task run"
 	@echo "               deployments: start-wave/wave and start-rollback/rollback (ikomm serve; stop: ikomm serve --stop)"
@@ -73,6 +73,10 @@ bench: setup
 	$(BIN)/python -m bench.wave
 	$(BIN)/python -m bench.cockpit
 	$(BIN)/python -m bench.campaign
+	$(BIN)/python -m bench.tenant
+
+bench-tenant: setup
+	$(BIN)/python -m bench.tenant
 
 bench-campaign: setup
 	$(BIN)/python -m bench.campaign

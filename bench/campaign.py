@@ -39,8 +39,7 @@ def copy_inventory(source: Path, target: Path, lab_dir: Path) -> None:
     if target.exists():
         shutil.rmtree(target)
     shutil.copytree(source, target)
-    for name in ("platform.yaml", "municipalities.yaml"):
-        path = target / name
+    for path in [target / "platform.yaml", target / "municipalities.yaml", *target.glob("tenants/*/tenant.yaml")]:
         path.write_text(path.read_text(encoding="utf-8").replace("../.lab", str(lab_dir)), encoding="utf-8")
 
 
@@ -94,6 +93,10 @@ def main() -> None:
         for wave in sweeps:
             run_wave(wave, "applications ready")
         total = time.monotonic() - t0
+        audit_code, audit_seconds = run(
+            [sys.executable, "-m", "ikomm", "audit", "isolation", "--inventory", str(copy)], env, log
+        )
+        console.print(f"audit isolation over the moved users: exit {audit_code}, {audit_seconds:.1f} s")
     finally:
         server.stop()
         lab.down()
@@ -110,6 +113,7 @@ def main() -> None:
         "policy_moves": policy_moves,
         "moved_share": round(moved / max(policy_moves, 1), 4),
         "users_per_hour": round(moved / (total / 3600)),
+        "audit_isolation": {"exit": audit_code, "seconds": round(audit_seconds, 1)},
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "campaign.json").write_text(json.dumps(result, indent=1) + "\n")
@@ -121,6 +125,7 @@ def main() -> None:
     table.add_row("users moved", f"{moved} of {policy_moves} the policy moves ({100 * result['moved_share']:.1f} %)")
     table.add_row("users per hour", str(result["users_per_hour"]))
     table.add_row("states", ", ".join(f"{s} {n}" for s, n in sorted(states.items())))
+    table.add_row("audit isolation afterwards", f"exit {audit_code}, {audit_seconds:.1f} s")
     console.print(table)
 
 

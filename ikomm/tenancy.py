@@ -227,8 +227,9 @@ def files_with_tenant(inv: Inventory, kit: Kit, lay: Layout) -> dict[str, str | 
             "password": {"env": lay.secret},
         },
     }
-    others = [m for m in munis["municipalities"] if m.get("id") != spec.id]
-    munis["municipalities"] = [*others, entry]
+    listed = munis["municipalities"]
+    at = next((i for i, m in enumerate(listed) if m.get("id") == spec.id), len(listed))
+    munis["municipalities"] = [*listed[:at], entry, *listed[at + 1 :]]  # in place when onboarded before
     apps = _raw(root / "applications.yaml")
     for app in apps["applications"]:
         app.setdefault("groups", {})[spec.id] = lay.app_groups[app["id"]]

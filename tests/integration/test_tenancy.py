@@ -20,6 +20,7 @@ from ikomm.ledger import Ledger
 from ikomm.stages import DOMAIN_USERS_RID, ID_BASE
 from ikomm.tenancy import layout_of
 from tests.integration.conftest import Env
+from tests.integration.test_runbooks import run_page
 from tests.integration.test_wave import check_systems
 
 pytestmark = pytest.mark.integration
@@ -154,6 +155,10 @@ def test_a_new_municipality_joins_without_weakening_the_others(env: Env, inv_dir
         admin.close()
     assert owners_world(inv) == before
     assert audit(env, inv_dir) == (0, [])
+    munis = (inv_dir / "municipalities.yaml").read_bytes()
+    assert env.ikomm("tenant", "remove", TENANT, "--yes", inventory=inv_dir).returncode == 1
+    assert "has users or data on the platform" in output(env) and "account CN=" in output(env)
+    assert (inv_dir / "municipalities.yaml").read_bytes() == munis  # refused: nothing removed
 
 
 def test_the_audit_finds_each_crossing(env: Env, inv_dir: Path) -> None:
@@ -219,8 +224,9 @@ def test_the_audit_finds_each_crossing(env: Env, inv_dir: Path) -> None:
         made.close()
 
 
-def test_remove_undoes_an_onboarding_and_refuses_once_users_exist(env: Env, inv_dir: Path) -> None:
-    """Onboard then remove: the platform and the inventory are as before; with an account in its OU, refused."""
+def test_the_runbook_onboards_and_removes_leaving_everything_as_before(env: Env, inv_dir: Path) -> None:
+    """runbooks/onboard-a-municipality.md as written (check, add twice, audit, remove, audit): afterwards the
+    whole platform directory (every entry, attribute and DACL) and the inventory are as before, byte for byte."""
     inv = load_inventory(inv_dir)
     files = {p.relative_to(inv_dir): p.read_bytes() for p in inv_dir.rglob("*") if p.is_file()}
     made = Connectors(inv)
@@ -233,20 +239,13 @@ def test_remove_undoes_an_onboarding_and_refuses_once_users_exist(env: Env, inv_
 
     try:
         before = platform()
-        onboarded = onboard(env, inv_dir)
-        ad = made.platform()
-        stray = f"CN=early.bird,{onboarded.municipalities[TENANT].target_ou}"
-        ad.add(stray, ["user"], {"sAMAccountName": "early.bird"})
-        assert env.ikomm("tenant", "remove", TENANT, "--yes", inventory=inv_dir).returncode == 1
-        assert "early.bird" in output(env) and load_inventory(inv_dir).municipalities[TENANT].delegation
-        ad.delete(stray)
-        result = env.ikomm("tenant", "remove", TENANT, "--yes", inventory=inv_dir)
-        assert result.returncode == 0, output(env)[-3000:]
+        out = run_page(env, "onboard-a-municipality.md", {"TENANT": TENANT, "NAME": "Ringebu"}, inv)
+        assert out.count("isolation holds") == 3 and "svc-ringebu" in out and "not onboarded" in out
         after = platform()
-        assert sorted(set(after) ^ set(before)) == []
-        assert {dn for dn in before if before[dn] != after[dn]} == set()
     finally:
         made.close()
+    assert sorted(set(after) ^ set(before)) == []
+    assert {dn for dn in before if before[dn] != after[dn]} == set()
     assert {p.relative_to(inv_dir): p.read_bytes() for p in inv_dir.rglob("*") if p.is_file()} == files
 
 
