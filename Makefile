@@ -3,14 +3,15 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := slapd ldap-utils samba samba-ad-dc winbind openssh-server python3-venv chromium
+APT_PACKAGES := slapd ldap-utils samba samba-ad-dc winbind openssh-server python3-venv chromium postgresql redis-server
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
 .PHONY: setup apt venv test lint unit integration demo bench bench-campaign bench-cockpit bench-tenant lab-up lab-down clean
 
 setup: apt venv
 
-# System packages: the real servers of the lab (slapd, Samba AD DC, sshd), and Chromium for the UI test.
+# System packages: the real servers of the lab (slapd, Samba AD DC, sshd), Chromium for the UI test, and
+# PostgreSQL and Redis for production mode (ikomm server start --production).
 apt:
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
 	  echo "installing system packages: $(APT_PACKAGES)"; \

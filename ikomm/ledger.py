@@ -161,9 +161,16 @@ def url_for(state_dir: Path) -> str:
     """The ledger's URL: IKOMM_LEDGER_URL (any SQLAlchemy URL), or SQLite in the state folder.
 
     Read from the environment by whoever opens the ledger, never passed as a flow parameter: a
-    PostgreSQL URL carries a password, and Prefect stores and shows every parameter.
+    PostgreSQL URL carries a password, and Prefect stores and shows every parameter. In production
+    mode (ikomm.production) the state folder's PostgreSQL is the default.
     """
-    return os.environ.get("IKOMM_LEDGER_URL") or f"sqlite:///{state_dir / 'ledger.db'}"
+    from ikomm import production
+
+    if os.environ.get("IKOMM_LEDGER_URL"):
+        return os.environ["IKOMM_LEDGER_URL"]
+    if production.enabled(state_dir):
+        return production.ledger_url(state_dir)
+    return f"sqlite:///{state_dir / 'ledger.db'}"
 
 
 def existing(url: str) -> Ledger | None:

@@ -2,7 +2,9 @@
 
 Not ephemeral mode, which loses records and leaves orphans (../shared/PREFECT-NOTES.md): a real
 `prefect server start` on 127.0.0.1 with SQLite under the state folder, and the task-run recorder
-set to write in batches of 200 so 2,500 users' task runs are all recorded.
+set to write in batches of 200 so 2,500 users' task runs are all recorded. In production mode
+(`ikomm server start --production`, ikomm.production) the same server runs on PostgreSQL with Redis as
+its messaging broker and cache.
 """
 
 from __future__ import annotations
@@ -83,10 +85,20 @@ def healthy(timeout: float = 1.0) -> bool:
         return False
 
 
-def start(timeout: float = 90.0) -> str:
-    """Start the server if it is not answering; return 'running' or 'started'."""
+def start(timeout: float = 90.0, production: bool = False) -> str:
+    """Start the server if it is not answering; return 'running' or 'started'.
+
+    production (or production mode started before for this state folder): PostgreSQL and Redis first,
+    and the server on them (ikomm.production).
+    """
     if healthy():
         return "running"
+    from ikomm import production as prod
+
+    extra: dict[str, str] = {}
+    if production or prod.enabled(state_dir()):
+        prod.start(private_state_dir())
+        extra = prod.prefect_env(state_dir())
     folder = private_state_dir() / "prefect"
     folder.mkdir(exist_ok=True, mode=0o700)
     for made_before in folder.glob("*.db*"):  # by an older version, with the default mode
@@ -99,6 +111,7 @@ def start(timeout: float = 90.0) -> str:
         "PREFECT_SERVER_API_PORT": str(port()),
         "PREFECT_UI_API_URL": api_url(),
         "PREFECT_API_URL": api_url(),
+        **extra,
     }
     prefect = Path(sys.executable).with_name("prefect")
     proc = spawn("server", [str(prefect), "server", "start", "--host", HOST, "--port", str(port())], env)
@@ -113,8 +126,13 @@ def start(timeout: float = 90.0) -> str:
 
 
 def stop() -> bool:
-    """Stop the server this state folder started; False if none was running."""
-    return stop_spawned("server")
+    """Stop the server this state folder started (and PostgreSQL and Redis in production mode); False if none
+    was running."""
+    from ikomm import production as prod
+
+    stopped = stop_spawned("server")
+    prod.stop()
+    return stopped
 
 
 def spawn(name: str, argv: list[str], env: dict[str, str], cwd: Path | None = None) -> subprocess.Popen[bytes]:

@@ -18,13 +18,27 @@ app = typer.Typer(help="The local Prefect server the waves report to.", no_args_
 
 
 @app.command("start")
-def server_start() -> None:
-    """Start the local Prefect server (SQLite under the state folder, batched task-run recorder)."""
+def server_start(
+    production: Annotated[
+        bool,
+        typer.Option(
+            "--production",
+            help="PostgreSQL (Prefect's database and the ledger) and Redis (Prefect's broker and cache), started "
+            "here too; remembered for this state folder.",
+        ),
+    ] = False,
+) -> None:
+    """Start the local Prefect server (SQLite under the state folder, batched task-run recorder; or production mode)."""
+    from ikomm import production as prod
+
     try:
-        state = server.start()
+        state = server.start(production=production)
     except IkommError as exc:
         raise fail(exc) from None
-    console.print(f"Prefect server {state}: UI at {server.ui_url()}")
+    mode = ""
+    if prod.enabled(server.state_dir()):
+        mode = f" on PostgreSQL 127.0.0.1:{prod.pg_port()} and Redis 127.0.0.1:{prod.redis_port()} (production mode)"
+    console.print(f"Prefect server {state}{mode}: UI at {server.ui_url()}")
 
 
 @app.command("stop")
