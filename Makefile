@@ -30,7 +30,7 @@ lint: venv
 	$(BIN)/mypy
 
 test: setup lint
-	$(BIN)/pytest tests
+	$(BIN)/pytest tests --durations=25
 
 unit: venv
 	$(BIN)/pytest tests/unit

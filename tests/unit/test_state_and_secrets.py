@@ -76,3 +76,25 @@ def test_credentials_handed_over_deletes_the_file_and_records_it(state: Path) ->
     again = runner.invoke(app, ["credentials", "handed-over", "pilot"])
     assert again.exit_code == 0 and "handed over by kari@ikomm.no" in again.output
     assert runner.invoke(app, ["credentials", "handed-over", "nosuch"]).exit_code == 2
+
+
+def test_production_mode_keeps_its_passwords_in_one_owner_only_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Production mode's passwords: made once, 0600, the same on every read; URLs quote them; off by default."""
+    from ikomm import production
+    from ikomm.ledger import url_for
+
+    monkeypatch.delenv("IKOMM_LEDGER_URL", raising=False)
+    monkeypatch.setenv("IKOMM_PG_PORT", "5999")
+    state = tmp_path / "state"
+    assert not production.enabled(state) and url_for(state).startswith("sqlite:///")
+    url = production.ledger_url(state)
+    secrets = state / "production" / "secrets.env"
+    assert production.enabled(state) and secrets.stat().st_mode & 0o777 == 0o600
+    assert url == production.ledger_url(state) and url.startswith("postgresql+psycopg://ikomm:")
+    assert url.endswith("@127.0.0.1:5999/ikomm") and url_for(state) == url
+    env = production.prefect_env(state)
+    assert env["PREFECT_MESSAGING_BROKER"] == "prefect_redis.messaging"
+    assert env["PREFECT_API_DATABASE_CONNECTION_URL"].startswith("postgresql+asyncpg://ikomm:")
+    assert production.pg_data(state) != production.pg_data(tmp_path / "other")
