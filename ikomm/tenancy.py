@@ -339,15 +339,14 @@ def _ensure_account(ad: DirectoryConnector, lay: Layout, store: SecretStore) -> 
         },
     )
     known = store.get(lay.secret)
-    if created or known is None or not ad.check_password(lay.account_upn, known):
+    renewed = created or known is None or not ad.check_password(lay.account_upn, known)
+    if renewed:
         password = new_password(24)
         ad.set_password(lay.account_dn, password, must_change=False)
         store.put(lay.secret, password)
-        how = "created" if created else "password set anew (the one kept did not bind)"
-    else:
-        how = "present, its password binds"
-    changed = ad.set_enabled(lay.account_dn, True).changed
-    return created or how != "present, its password binds" or changed, how
+    how = "created" if created else "password set anew (the one kept did not bind)" if renewed else "present"
+    enabled = ad.set_enabled(lay.account_dn, True).changed
+    return renewed or enabled, how
 
 
 def onboard(inv: Inventory, kit: Kit, connectors: Connectors, store: SecretStore, say: Say) -> Steps:

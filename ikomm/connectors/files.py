@@ -281,12 +281,6 @@ class FileServer:
                 return []
         return [_owned(posixpath.join(path, a.filename), a) for a in attrs if a.filename not in (".", "..")]
 
-    def owned(self, path: str) -> Owned | None:
-        """The entry at path with owner, group and mode (a link is not followed), or None."""
-        with self.session() as sftp:
-            found = _lstat(sftp, path)
-        return None if found is None else _owned(path, found)
-
     def free_bytes(self, path: str) -> int:
         """Bytes free to an unprivileged writer on the file system holding path (OpenSSH's statvfs extension)."""
         with self.session() as sftp:
@@ -317,8 +311,10 @@ class FileServer:
             found = _lstat(sftp, path)
             if found is not None and not stat.S_ISDIR(found.st_mode or 0):
                 raise ConflictError(f"{self.host}:{path} exists and is not a folder; refusing to use it")
-            if found is not None and _owned(path, found)[1:4] == (mode, *owner):
-                return False
+            if found is not None:
+                now = _owned(path, found)
+                if (now.mode, now.uid, now.gid) == (mode, *owner):
+                    return False
             if found is None:
                 _makedirs(sftp, posixpath.dirname(path), 0o755)
                 sftp.mkdir(path, 0o700)
