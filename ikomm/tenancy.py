@@ -31,7 +31,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
-from ldap3.utils.dn import escape_rdn
 
 from ikomm.acl import (
     CONTAINER_INHERIT,
@@ -58,7 +57,7 @@ from ikomm.acl import (
 )
 from ikomm.changes import tenant_parked_ou
 from ikomm.connectors import Connectors
-from ikomm.connectors.directory import DirectoryConnector
+from ikomm.connectors.directory import DirectoryConnector, child_dn
 from ikomm.credentials import new_password
 from ikomm.errors import ConflictError, FatalError, InvalidInputError
 from ikomm.inventory import Inventory, load_inventory
@@ -105,7 +104,7 @@ class Layout:
     folders: dict[str, str]  # zone id -> the tenant's folder on the zone's file server
 
     def app_group_dn(self, inv: Inventory, app_id: str) -> str:
-        return f"CN={escape_rdn(self.app_groups[app_id])},{inv.platform.directory.groups_dn}"
+        return child_dn("CN", self.app_groups[app_id], inv.platform.directory.groups_dn)
 
 
 def tenants_root(home_root: str) -> str:
@@ -124,7 +123,7 @@ def layout_of(inv: Inventory, tenant: str, name: str) -> Layout:
     realm = (d.realm or ".".join(p.split("=", 1)[1] for p in d.base_dn.split(","))).lower()
     delegation_ou = f"{DELEGATION_OU},{d.base_dn}"
     label = fold(name).replace(" ", "")
-    target_ou = f"OU={escape_rdn(name)},{d.users_dn}"
+    target_ou = child_dn("OU", name, d.users_dn)
     admin_group, account = f"{label}-Admins", f"svc-{tenant}"
     return Layout(
         tenant=tenant,

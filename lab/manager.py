@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
+from ikomm.connectors.directory import child_dn
 from ikomm.errors import LabError
 from ikomm.inventory import Inventory
 from ikomm.inventory.load import tenant_kits
@@ -114,7 +115,7 @@ def with_kits(inv: Inventory) -> tuple[Inventory, set[str]]:
             id=kit_id,
             name=spec.name,
             ownership_pct=0,
-            target_ou=f"OU={spec.name},{users_dn}",
+            target_ou=child_dn("OU", spec.name, users_dn),
             upn_suffix=spec.upn_suffix,
             legacy=spec.legacy,
         )
