@@ -47,6 +47,7 @@ from ikomm.waves import Wave, load_wave
 from tasks.user import RUNS, move_user, with_wave_retries
 
 APPROVAL_TIMEOUT = 7 * 24 * 3600
+RECORDED_SECONDS = 60.0  # how long a wave's end waits for Prefect to record its task runs' final states
 
 
 class Approval(RunInput):
@@ -309,6 +310,9 @@ def run_wave(
             result: dict[str, Any] = wave_flow(  # type: ignore[assignment]  # a flow returning a State gives its data
                 wave.id, str(wave_file.resolve()), str(inventory.resolve()), str(state_dir), auto_approve
             )
+    unrecorded = await_recorded(list(ledger.task_runs(wave.id).values()))
+    if unrecorded:
+        result["unrecorded"] = unrecorded
     result["opening"] = {
         "new": opening.new,
         "skipped": len(opening.skipped),
@@ -318,6 +322,43 @@ def run_wave(
         "took_over_from": lease.took_over,
     }
     return result
+
+
+def await_recorded(task_run_ids: list[str], timeout: float = RECORDED_SECONDS) -> int:
+    """Wait until the Prefect API shows each of these task runs in a final state; return how many did not in time.
+
+    The server records task runs from the events the wave's process sends, a moment after they happen (at
+    2,500 users, up to minutes with the in-memory broker): a wave that ends before its users' pages say how
+    it ended for them would send the helpdesk to a page still saying Running.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        TaskRunFilter,
+        TaskRunFilterId,
+        TaskRunFilterState,
+        TaskRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    final = [StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED]
+    waiting = {UUID(t) for t in task_run_ids}
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while waiting:
+            chunks = [sorted(waiting)[i : i + 200] for i in range(0, len(waiting), 200)]  # the API's page size
+            for chunk in chunks:
+                done = client.read_task_runs(
+                    task_run_filter=TaskRunFilter(
+                        id=TaskRunFilterId(any_=chunk),
+                        state=TaskRunFilterState(type=TaskRunFilterStateType(any_=final)),
+                    ),
+                    limit=len(chunk),
+                )
+                waiting -= {t.id for t in done}
+            if not waiting or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    return len(waiting)
 
 
 def mark_orphans(wave_id: str) -> list[tuple[str, str]]:

@@ -315,6 +315,11 @@ def wave_run(
             console.print(f"  resumed after an earlier run that ended without closing ({opening['took_over_from']})")
         if outcome.get("changed") is False:
             console.print("nothing changed: every user was already in a final state")
+        if outcome.get("unrecorded"):
+            console.print(
+                f"  {outcome['unrecorded']} user(s)' task runs not yet shown finished in the Prefect UI "
+                "(the server records them a moment later; the ledger and `ikomm status` are already right)"
+            )
         console.print(f"initial passwords (root only): {result['credentials']}")
         console.print(f"Prefect UI: {result['ui']} (flow run '{wave.id}'; search task runs by municipality/legacy_id)")
     raise typer.Exit(0 if outcome.get("state") == "done" else 1)
