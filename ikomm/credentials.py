@@ -18,8 +18,9 @@ class CredentialFile:
 
     Several processes may write it (the workers of a wave on one machine, or on a shared folder): each
     appends its row under an exclusive flock, and a later row for a user wins over an earlier one. Each
-    process keeps what it read and reads on from where it stopped when the file has grown; reading the whole file for every user made a 2,500-user wave spend 6 % of its CPU
-    here. Nothing is created until the first password is put, so a dry run that opens one writes nothing.
+    process keeps what it read and reads on from where it stopped when the file has grown; reading the
+    whole file for every user made a 2,500-user wave spend 6 % of its CPU here.
+    Nothing is created until the first password is put, so a dry run that opens one writes nothing.
     """
 
     HEADER: ClassVar[list[str]] = ["user", "account", "upn", "initial_password"]
