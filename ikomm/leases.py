@@ -69,6 +69,41 @@ class Lease:
         self.ledger.release_lease(self.name, self.holder)
 
 
+class Claim:
+    """Hold several leases at once while inside (a batch on a worker: `batch:<flow run>` and `user:<key>` each):
+    those a live process holds are refused, not waited for; all renewed together, in one statement."""
+
+    def __init__(self, ledger: Ledger, names: list[str]) -> None:
+        self.ledger, self.names, self.holder = ledger, names, this_process()
+        self.taken: list[str] = []
+        self.refused: dict[str, str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name="claim", daemon=True)
+
+    def __enter__(self) -> Claim:
+        self.taken, self.refused = self.ledger.claim_leases(self.names, self.holder, alive, describe)
+        self._thread.start()
+        return self
+
+    def _renew(self) -> None:
+        while not self._stop.wait(TTL / 4):
+            self.ledger.renew_leases_of(self.holder)
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._stop.set()
+        self.ledger.release_leases_of(self.holder, self.taken)
+
+
+def holder_alive(ledger: Ledger, name: str) -> bool | None:
+    """Whether the lease's holder still runs; None if nobody holds it."""
+    found = ledger.lease(name)
+    return None if found is None else alive(*found)
+
+
 def live_waves(ledger: Ledger) -> frozenset[str]:
     """The waves a live process is running now."""
-    return frozenset(name.removeprefix("wave:") for name, holder, renewed in ledger.leases() if alive(holder, renewed))
+    return frozenset(
+        name.removeprefix("wave:")
+        for name, holder, renewed in ledger.leases()
+        if name.startswith("wave:") and alive(holder, renewed)
+    )

@@ -9,7 +9,10 @@ SQLite in WAL mode by default; any SQLAlchemy URL (PostgreSQL in particular) for
     wave_users  one row a (wave, user): what became of the user in that wave (the states above, or
                 skipped: moved by another wave; handed_over: taken by a later wave): the history
     events      every state change, with its wave: "what happened to user X, and when?"
-    leases      one writer per wave: the process running it, renewed while it lives
+    leases      one writer per wave: the process running it, renewed while it lives; on workers also
+                one per batch (its flow run) and one per user the batch moves
+    tallies     counts that a wave's processes share while it runs on workers: its failure budget
+                (started, failed) and the seats it took per application
     wave_notes  what a wave's record should say besides its state (a preflight skipped, and by whom)
     run_links   the Prefect task run that moved a user in a wave and phase: the helpdesk's link to the UI
     changes  each change to an outside system: planned before it is made, done after, undone by a
@@ -154,6 +157,13 @@ handovers_t = sa.Table(
     sa.Column("by", sa.String(128), nullable=False),
     sa.Column("users", sa.Integer, nullable=False),
     sa.Column("at", sa.String(32), nullable=False),
+)
+tallies_t = sa.Table(
+    "tallies",
+    meta,
+    sa.Column("wave", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("n", sa.Integer, nullable=False),
 )
 
 
@@ -481,10 +491,78 @@ class Ledger:
         with self._tx() as conn:
             conn.execute(leases_t.delete().where(leases_t.c.name == name, leases_t.c.holder == holder))
 
+    def claim_leases(
+        self, names: Iterable[str], holder: str, alive: Callable[[str, float], bool], describe: Callable[[str], str]
+    ) -> tuple[list[str], dict[str, str]]:
+        """Take each lease that no live process holds; (names taken, {name: why not} for the others)."""
+        taken: list[str] = []
+        refused: dict[str, str] = {}
+        for name in names:
+            try:
+                self.acquire_lease(name, holder, alive, describe)
+                taken.append(name)
+            except ConflictError as exc:
+                refused[name] = str(exc)
+        return taken, refused
+
+    def renew_leases_of(self, holder: str) -> None:
+        """Renew every lease this holder has, in one statement."""
+        with self._tx() as conn:
+            conn.execute(leases_t.update().where(leases_t.c.holder == holder).values(renewed=time.time()))
+
+    def release_leases_of(self, holder: str, names: Iterable[str] | None = None) -> None:
+        """Give up the holder's leases (those named, or all)."""
+        where = leases_t.c.holder == holder
+        if names is not None:
+            where = sa.and_(where, leases_t.c.name.in_(list(names)))
+        with self._tx() as conn:
+            conn.execute(leases_t.delete().where(where))
+
+    def lease(self, name: str) -> tuple[str, float] | None:
+        """(holder, last renewed) of the lease, if anyone holds it."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(leases_t).where(leases_t.c.name == name)).first()
+        return (row.holder, row.renewed) if row else None
+
     def leases(self) -> list[tuple[str, str, float]]:
         """(name, holder, last renewed) of every lease held or left behind."""
         with self.engine.connect() as conn:
             return [(r.name, r.holder, r.renewed) for r in conn.execute(sa.select(leases_t))]
+
+    # --- tallies: counts a wave's workers share ------------------------------------------------
+
+    def tally(self, wave_id: str, name: str, first: Callable[[], int] | None = None) -> int:
+        """The count; made from first() (or 0) if there is none yet (whoever makes it first wins)."""
+        c = tallies_t.c
+        with self.engine.connect() as conn:
+            n = conn.execute(sa.select(c.n).where(c.wave == wave_id, c.name == name)).scalar()
+        if n is not None:
+            return int(n)
+        start = first() if first else 0
+        try:
+            with self._tx() as conn:
+                conn.execute(tallies_t.insert().values(wave=wave_id, name=name, n=start))
+            return start
+        except sa.exc.IntegrityError:  # another process made it meanwhile: theirs counts
+            return self.tally(wave_id, name)
+
+    def add_tally(self, wave_id: str, name: str, by: int = 1, below: int | None = None) -> bool:
+        """Add to the count (made at 0 if missing); only while the count stays below `below`, if given.
+
+        One atomic statement: two processes never both take the last seat.
+        """
+        self.tally(wave_id, name)
+        c = tallies_t.c
+        where = sa.and_(c.wave == wave_id, c.name == name)
+        if below is not None:
+            where = sa.and_(where, c.n + by <= below)
+        with self._tx() as conn:
+            return conn.execute(tallies_t.update().where(where).values(n=c.n + by)).rowcount == 1
+
+    def forget_tallies(self, wave_id: str) -> None:
+        """Drop the wave's counts: the next run counts afresh (seats from the directory, the budget from 0)."""
+        with self._tx() as conn:
+            conn.execute(tallies_t.delete().where(tallies_t.c.wave == wave_id))
 
     # --- snapshots ------------------------------------------------------------------------------
 
