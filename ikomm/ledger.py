@@ -547,11 +547,9 @@ class Ledger:
             return self.tally(wave_id, name)
 
     def add_tally(self, wave_id: str, name: str, by: int = 1, below: int | None = None) -> bool:
-        """Add to the count (made at 0 if missing); only while the count stays below `below`, if given.
-
-        One atomic statement: two processes never both take the last seat.
+        """Add to the count, which tally() made; only while it stays at or below `below`, if given. False if not
+        added. One atomic statement: two processes never both take the last seat.
         """
-        self.tally(wave_id, name)
         c = tallies_t.c
         where = sa.and_(c.wave == wave_id, c.name == name)
         if below is not None:

@@ -7,6 +7,7 @@ import threading
 from ikomm.connectors.directory import DirectoryConnector, child_dn
 from ikomm.errors import ConflictError
 from ikomm.inventory.models import Application
+from ikomm.ledger import Ledger
 
 
 class SeatBook:
@@ -52,3 +53,23 @@ class SeatBook:
         with self._lock:
             if app_id in self._used:
                 self._used[app_id] -= 1
+
+
+class SharedSeats(SeatBook):
+    """Seats of a wave whose users several processes move (workers): counted once from the directory into the
+    ledger, then taken and given back there, so two workers never both take an application's last seat."""
+
+    def __init__(self, ad: DirectoryConnector, groups_dn: str, ledger: Ledger, wave_id: str) -> None:
+        super().__init__(ad, groups_dn)
+        self.ledger, self.wave_id = ledger, wave_id
+
+    def used(self, app: Application) -> int:
+        return self.ledger.tally(self.wave_id, f"seats:{app.id}", lambda: self._count(app))
+
+    def reserve(self, app: Application) -> None:
+        self.used(app)
+        if not self.ledger.add_tally(self.wave_id, f"seats:{app.id}", below=app.seat_limit):
+            raise ConflictError(f"application {app.name}: seat limit of {app.seat_limit} reached")
+
+    def release(self, app_id: str) -> None:
+        self.ledger.add_tally(self.wave_id, f"seats:{app_id}", by=-1)

@@ -16,13 +16,13 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Protocol
 
-from ikomm.budget import Budget
+from ikomm.budget import Budget, SharedBudget
 from ikomm.connectors import Connectors
 from ikomm.credentials import CredentialFile
 from ikomm.inventory import Inventory
 from ikomm.ledger import Ledger
 from ikomm.naming import account_names, platform_domain
-from ikomm.seats import SeatBook
+from ikomm.seats import SeatBook, SharedSeats
 from ikomm.waves import Wave, WaveUser
 
 log = logging.getLogger("ikomm.wave")
@@ -78,12 +78,18 @@ class WaveRun:
         self.gate: Gate = gate or LocalGate(self.limits())
         self.progress = progress
         self.today = today or datetime.now(UTC).date()
-        self.budget = Budget(wave.spec.options.failure_budget, wave.spec.options.min_failures)
+        self.budget: Budget | SharedBudget = Budget(wave.spec.options.failure_budget, wave.spec.options.min_failures)
         self.seats = SeatBook(self.c.platform(), inv.platform.directory.groups_dn)
         self.domain = platform_domain(inv.platform.directory)
         self._by_key = {wu.key: wu for wu in wave.users}
         self._broker_users: dict[str, set[str]] = {}
         self._broker_lock = threading.Lock()
+
+    def share(self) -> None:
+        """Count the failure budget and the seats in the ledger: other processes move this wave's users too."""
+        opts = self.wave.spec.options
+        self.budget = SharedBudget(opts.failure_budget, opts.min_failures, self.ledger, self.wave.id)
+        self.seats = SharedSeats(self.c.platform(), self.inv.platform.directory.groups_dn, self.ledger, self.wave.id)
 
     def broker_lists(self, wu: WaveUser) -> bool:
         """Whether the broker allowed this user's platform name on the zone's collection when first asked.

@@ -6,13 +6,16 @@ the quote characters themselves (ASCII ' and the typographic ‘ ’ ‚ ‛ tha
 quotes) are doubled. Nothing is ever interpolated into a double-quoted string.
 
 A collection's user list is read, changed and written back; one lock per collection serialises
-those writes inside this process, so run one writer process per broker.
+those writes inside this process. Where several processes write (a wave on workers), `guard` is set to
+a lock they share (flows.limits.collection_guard: a Prefect concurrency limit of one per collection).
 """
 
 from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +64,8 @@ class Broker:
         self._local = threading.local()
         self._locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
+        # held around a collection's read-change-write besides this process's lock; by default nothing
+        self.guard: Callable[[str], AbstractContextManager[object]] = lambda collection: nullcontext()
 
     def __repr__(self) -> str:
         return f"Broker({self.config.host}:{self.config.port})"
@@ -113,7 +118,7 @@ class Broker:
 
     def add_user(self, collection: str, user: str) -> bool:
         """Allow user on the collection; False if already allowed (nothing written)."""
-        with self._lock(collection):
+        with self._lock(collection), self.guard(collection):
             users = self.collection_users(collection)
             if user.lower() in (u.lower() for u in users):
                 return False
@@ -122,7 +127,7 @@ class Broker:
 
     def remove_user(self, collection: str, user: str) -> bool:
         """Take user off the collection; False if not on it (nothing written)."""
-        with self._lock(collection):
+        with self._lock(collection), self.guard(collection):
             users = self.collection_users(collection)
             kept = [u for u in users if u.lower() != user.lower()]
             if len(kept) == len(users):
