@@ -12,11 +12,13 @@ costs about 130 ms here, and a user passes through seven holds (docs/waves.md).
 
 from __future__ import annotations
 
+import re
+import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from prefect.client.orchestration import get_client
+from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectNotFound
@@ -30,22 +32,50 @@ from ikomm.waves import Wave
 LEASE_SECONDS = 60  # Prefect's minimum; renewed while the phase runs, a killed wave's slots come free within it
 
 
+def limit_size(client: SyncPrefectClient, name: str, wanted: int) -> int:
+    """The global concurrency limit's size: made with `wanted` if missing, else the lower of the two."""
+    try:
+        return max(1, min(wanted, client.read_global_concurrency_limit_by_name(name).limit))
+    except ObjectNotFound:
+        try:
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=wanted))
+        except Exception:  # another process made it just now: read theirs
+            return max(1, min(wanted, client.read_global_concurrency_limit_by_name(name).limit))
+        return wanted
+
+
 @contextmanager
-def leased(limits: dict[str, int]) -> Iterator[dict[str, int]]:
-    """Hold every system's slots while inside; yield the number of slots held per system."""
-    sizes: dict[str, int] = {}
+def leased(limits: dict[str, int], share: int = 1) -> Iterator[dict[str, int]]:
+    """Hold every system's slots while inside; yield the number of slots held per system.
+
+    share: how many processes move the wave's users at once (its workers); each holds its part of every
+    limit (at least one slot), so together they never use more than the limit (`workers_check` refuses a
+    limit lower than the number of workers).
+    """
     with get_client(sync_client=True) as client:
-        for name, wanted in sorted(limits.items()):
-            try:
-                found = client.read_global_concurrency_limit_by_name(name)
-                sizes[name] = max(1, min(wanted, found.limit))
-            except ObjectNotFound:
-                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=wanted))
-                sizes[name] = wanted
+        sizes = {name: max(1, limit_size(client, name, wanted) // share) for name, wanted in sorted(limits.items())}
     with ExitStack() as stack:
         for name, size in sorted(sizes.items()):
             stack.enter_context(concurrency(name, occupy=size, strict=True, lease_duration=LEASE_SECONDS))
         yield sizes
+
+
+_made: set[str] = set()
+_made_lock = threading.Lock()
+
+
+@contextmanager
+def collection_guard(collection: str) -> Iterator[None]:
+    """One writer at a time of a broker collection's user list, across processes: a Prefect global
+    concurrency limit of one slot per collection (`ikomm-collection-<name>`), held for one read-change-write."""
+    name = "ikomm-collection-" + re.sub(r"[^a-z0-9]+", "-", collection.lower()).strip("-")
+    with _made_lock:
+        if name not in _made:
+            with get_client(sync_client=True) as client:
+                limit_size(client, name, 1)
+            _made.add(name)
+    with concurrency(name, occupy=1, strict=True, lease_duration=LEASE_SECONDS):
+        yield
 
 
 def prefect_checks(limits: dict[str, int]) -> list[Check]:
@@ -76,13 +106,17 @@ def prefect_checks(limits: dict[str, int]) -> list[Check]:
 
 
 def wave_checks(
-    inv: Inventory, wave: Wave, ledger: Ledger | None, state_dir: Path, outside_window: bool
+    inv: Inventory, wave: Wave, ledger: Ledger | None, state_dir: Path, outside_window: bool, workers: int | None = None
 ) -> list[Check]:
     """Every preflight check of the wave, the Prefect ones included (`ikomm preflight`, `wave run`, the served
     start-wave flow). ledger: as it is, or None if there is none yet; preflight writes nothing, not even a ledger.
+    workers: the workers the run will use (None: as the wave file says); with any, a worker must be online.
     """
+    from flows.batch import workers_check
+
     run = WaveRun(inv, wave, ledger or Ledger("sqlite://"), state_dir)
+    wanted = wave.spec.options.workers if workers is None else workers
     try:
-        return preflight(run, prefect_checks(run.limits()), outside_window)
+        return preflight(run, prefect_checks(run.limits()) + workers_check(run, wanted), outside_window)
     finally:
         run.c.close()

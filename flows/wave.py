@@ -31,6 +31,7 @@ from prefect.runtime import flow_run
 from prefect.states import Completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.batch import Batches
 from flows.campaign import publish_status
 from flows.limits import leased
 from ikomm.campaign import campaign_status, status_markdown, wave_files
@@ -82,6 +83,13 @@ class Progress:
             if (state not in FINAL and stage != "prepared") or now - self.last < 2.0:
                 return
             self.last = now
+        self.update()
+
+    def reload(self) -> None:
+        """Read every user's state from the ledger, then update: other processes move them (workers)."""
+        users = {r.key: (r.state, r.stage) for r in self.run.ledger.users(self.run.wave.id)}
+        with self.lock:
+            self.users = users
         self.update()
 
     def update(self) -> None:
@@ -145,16 +153,18 @@ def _phase_flow(phase: str) -> Any:
 prepare_flow = _phase_flow("prepare")
 cutover_flow = _phase_flow("cutover")
 migrate_flow = _phase_flow("migrate")
+PHASE_FLOWS = {"prepare": prepare_flow, "cutover": cutover_flow, "migrate": migrate_flow}
 
 
 @flow(name="wave", flow_run_name="{wave_id}", persist_result=False)
 def wave_flow(
-    wave_id: str, wave_file: str, inventory: str, state_dir: str, auto_approve: bool = False
+    wave_id: str, wave_file: str, inventory: str, state_dir: str, auto_approve: bool = False, workers: int = 0
 ) -> State[dict[str, Any]]:
     """Move the wave's users: prepare all, approval gate, cutover all (or all straight through when the
     gate is open already), summary. The flow run ends Completed with the users' count in its message
-    ("97 verified, 2 failed, 19 held"), or Stopped with why (failure budget, not approved)."""
-    result = _wave(wave_id, wave_file, inventory, state_dir, auto_approve)
+    ("97 verified, 2 failed, 19 held"), or Stopped with why (failure budget, not approved).
+    workers: 0, in this process; N, in batches on the N workers of the pool `ikomm` (flows.batch)."""
+    result = _wave(wave_id, wave_file, inventory, state_dir, auto_approve, workers)
     return final_state(Ledger(url_for(Path(state_dir))), wave_id, result)
 
 
@@ -174,7 +184,9 @@ def counted(outcome: dict[str, int]) -> str:
     return ", ".join(f"{n} {name}" for name, n in sorted(outcome.items(), key=lambda kv: (-kv[1], kv[0]))) or "no users"
 
 
-def _wave(wave_id: str, wave_file: str, inventory: str, state_dir: str, auto_approve: bool) -> dict[str, Any]:
+def _wave(
+    wave_id: str, wave_file: str, inventory: str, state_dir: str, auto_approve: bool, workers: int
+) -> dict[str, Any]:
     logger = get_run_logger()
     inv = load_inventory(Path(inventory))
     wave = load_wave(Path(wave_file), inv)
@@ -190,6 +202,20 @@ def _wave(wave_id: str, wave_file: str, inventory: str, state_dir: str, auto_app
     progress = Progress(run, len(wave.users))
     run.progress = progress
     runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=wave.spec.options.concurrency)
+    if workers:
+        ledger.forget_tallies(wave.id)  # this run counts its failure budget afresh, and the seats from AD
+        run.share()
+
+    def move(phase: str, keys: list[str]) -> None:
+        """Take the users through the phase: in this process, or in batches on the workers."""
+        if workers:
+            logger.info("wave %s: %d user(s) to %s in batches on %d worker(s)", wave.id, len(keys), phase, workers)
+            Batches(run, phase, workers, tick=progress.reload).run_all(keys)
+            return
+        with leased(run.limits()) as sizes:
+            run.gate = LocalGate(sizes)
+            PHASE_FLOWS[phase].with_options(task_runner=runner)(wave.id, keys)
+
     try:
         open_keys = [r.key for r in ledger.users(wave.id) if r.state not in FINAL]
         if not open_keys:
@@ -198,25 +224,19 @@ def _wave(wave_id: str, wave_file: str, inventory: str, state_dir: str, auto_app
             return {"state": "done", "changed": False}
         answer = _answered(run, ledger, auto_approve)
         if answer:  # the gate is open already: each user straight through, no wait for the slowest
-            with leased(run.limits()) as sizes:
-                run.gate = LocalGate(sizes)
-                migrate_flow.with_options(task_runner=runner)(wave.id, open_keys)
+            move("migrate", open_keys)
         else:
             to_prepare = [r.key for r in ledger.users(wave.id) if r.state not in FINAL and r.stage != "prepared"]
             if to_prepare:
-                with leased(run.limits()) as sizes:
-                    run.gate = LocalGate(sizes)
-                    prepare_flow.with_options(task_runner=runner)(wave.id, to_prepare)
-            progress.update()
+                move("prepare", to_prepare)
+            progress.reload() if workers else progress.update()
             if run.budget.tripped:
                 return _stop(run, _over_budget(run))
             ready = [r.key for r in ledger.users(wave.id) if r.state not in FINAL and r.stage == "prepared"]
             if ready and not (_ask(run, ledger) if answer is None else answer):
                 return _stop(run, "cutover not approved")
             if ready:
-                with leased(run.limits()) as sizes:
-                    run.gate = LocalGate(sizes)
-                    cutover_flow.with_options(task_runner=runner)(wave.id, ready)
+                move("cutover", ready)
         if run.budget.tripped:
             return _stop(run, _over_budget(run))
         pending = sum(1 for r in ledger.users(wave.id) if r.state not in FINAL)
@@ -225,7 +245,7 @@ def _wave(wave_id: str, wave_file: str, inventory: str, state_dir: str, auto_app
         ledger.set_wave(wave.id, final_state, why, ended=True)
         return {"state": final_state, "changed": True, **({"reason": why} if pending else {})}
     finally:
-        progress.update()
+        progress.reload() if workers else progress.update()
         users_table(run, progress.flow_run_id)
         links = {key: task_run_url(t) for key, t in ledger.task_runs(wave.id).items()}
         create_markdown_artifact(
@@ -293,6 +313,7 @@ def run_wave(
     auto_approve: bool,
     include: tuple[str, ...] = (),
     take_open: bool = False,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """Run the wave flow in this process, as the wave's one writer, tagged with the wave and its municipalities.
 
@@ -300,6 +321,7 @@ def run_wave(
     each user stands (`Ledger.open_wave`): users moved by another wave skipped, users held, failed,
     rolled back or left out elsewhere taken, held users whose applications are ready now taken again,
     users in `include` states taken again, users open in another wave refused unless take_open.
+    workers: how many workers move the users (None: as the wave file's options say; 0: this process).
     """
     inv = load_inventory(inventory)
     wave = load_wave(wave_file, inv)
@@ -308,7 +330,12 @@ def run_wave(
         opening = open_wave(ledger, inv, wave, include, take_open)
         with tags(f"wave:{wave.id}"):  # the municipalities: the wave's flow run all, a user's task run theirs
             result: dict[str, Any] = wave_flow(  # type: ignore[assignment]  # a flow returning a State gives its data
-                wave.id, str(wave_file.resolve()), str(inventory.resolve()), str(state_dir), auto_approve
+                wave.id,
+                str(wave_file.resolve()),
+                str(inventory.resolve()),
+                str(state_dir),
+                auto_approve,
+                wave.spec.options.workers if workers is None else workers,
             )
     unrecorded = await_recorded(list(ledger.task_runs(wave.id).values()))
     if unrecorded:

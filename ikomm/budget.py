@@ -56,6 +56,7 @@ class SharedBudget:
         """Count a user as started; False (start nothing) once the budget has tripped."""
         if self.tripped:
             return False
+        self._count("started")  # made if missing
         return self.ledger.add_tally(self.wave_id, "budget:started")
 
     def fail(self) -> None:

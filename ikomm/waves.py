@@ -89,6 +89,10 @@ class Options(Model):
     retries: Annotated[int, Field(ge=0, le=5)] = 3
     retry_delay: Annotated[float, Field(gt=0, le=600)] = 2.0
     include_disabled: bool = False  # users disabled in the legacy system are left out unless this says so
+    # 0: the wave's users are moved inside the `wave run` process; N: in batches, by the N workers of the
+    # work pool `ikomm` (docs/scale-out.md), at most batch_size users a batch
+    workers: Annotated[int, Field(ge=0, le=64)] = 0
+    batch_size: Annotated[int, Field(ge=1, le=2000)] = 200
 
 
 class WaveFile(Model):

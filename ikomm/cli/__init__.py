@@ -13,13 +13,26 @@ explicitly: no module registers itself by being imported, and none imports anoth
     campaign     plan, status, report                ikomm.cli.campaign
     tenant       add, remove, list                   ikomm.cli.tenant
     audit        isolation                           ikomm.cli.tenant
+    worker       start, stop, list                   ikomm.cli.worker
 """
 
 from __future__ import annotations
 
 import typer
 
-from ikomm.cli import campaign, credentials, inventory, lab, preflight, rollback, server, status, tenant, wave
+from ikomm.cli import (
+    campaign,
+    credentials,
+    inventory,
+    lab,
+    preflight,
+    rollback,
+    server,
+    status,
+    tenant,
+    wave,
+    worker,
+)
 
 app = typer.Typer(help="ikomm-migrate: move users onto the Ikomm platform in waves.", no_args_is_help=True)
 app.add_typer(inventory.app, name="inventory")
@@ -35,6 +48,7 @@ app.add_typer(rollback.verify_app, name="verify")
 app.add_typer(campaign.app, name="campaign")
 app.add_typer(tenant.app, name="tenant")
 app.add_typer(tenant.audit_app, name="audit")
+app.add_typer(worker.app, name="worker")
 
 
 def main() -> None:

@@ -20,14 +20,25 @@ from ikomm.waves import Wave, load_wave
 OutsideWindowOpt = Annotated[
     bool, typer.Option("--outside-window", help="Run although the wave's window has ended (recorded on the wave).")
 ]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        min=0,
+        help="Move the users in batches on this many workers of the pool ikomm (ikomm worker start); 0: in this "
+        "process. Default: the wave file's options.workers.",
+    ),
+]
 
 
-def run_checks(inv: Inventory, wave: Wave, ledger: Ledger | None, outside_window: bool = False) -> list[Check]:
+def run_checks(
+    inv: Inventory, wave: Wave, ledger: Ledger | None, outside_window: bool = False, workers: int | None = None
+) -> list[Check]:
     """Every preflight check of the wave, the Prefect ones included (the server must be chosen already);
-    Prefect is imported only here, when a check needs it."""
+    Prefect is imported only here, when a check needs it. workers: None, as the wave file says."""
     from flows.limits import wave_checks
 
-    return wave_checks(inv, wave, ledger, server.state_dir(), outside_window)
+    return wave_checks(inv, wave, ledger, server.state_dir(), outside_window, workers)
 
 
 def print_checks(checks: list[Check]) -> None:
@@ -43,14 +54,16 @@ def preflight_cmd(
     wave_file: Annotated[Path, typer.Argument(help="waves/<id>.yaml")],
     inventory: InventoryDir = Path("inventory"),
     outside_window: OutsideWindowOpt = False,
+    workers: WorkersOpt = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Check servers, TLS, host keys, binds, Prefect, limits, names, seats, space and window; exit 1 on a problem."""
+    """Check servers, TLS, host keys, binds, Prefect, limits, workers, names, seats, space and window; exit 1 on a
+    problem."""
     inv = load(inventory)
     try:
         wave = load_wave(wave_file, inv)
         use_local_server()
-        checks = run_checks(inv, wave, existing_ledger(), outside_window)
+        checks = run_checks(inv, wave, existing_ledger(), outside_window, workers)
     except IkommError as exc:
         raise fail(exc) from None
     failed = problems(checks)

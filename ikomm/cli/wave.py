@@ -27,7 +27,7 @@ from ikomm.cli.console import (
     styled,
     use_local_server,
 )
-from ikomm.cli.preflight import OutsideWindowOpt, print_checks, run_checks
+from ikomm.cli.preflight import OutsideWindowOpt, WorkersOpt, print_checks, run_checks
 from ikomm.errors import IkommError, InventoryError
 from ikomm.inventory import Inventory, load_inventory
 from ikomm.ledger import TAKEABLE, Ledger
@@ -228,6 +228,7 @@ def wave_run(
         bool, typer.Option("--skip-preflight", help="Emergencies only: start without preflight (recorded).")
     ] = False,
     outside_window: OutsideWindowOpt = False,
+    workers: WorkersOpt = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Run (or resume) a wave: preflight, prepare, approval gate, cutover; a live view of users per stage."""
@@ -244,7 +245,7 @@ def wave_run(
         err.print(styled(("warning:", "yellow"), " preflight skipped; recorded on the wave"))
     else:
         try:  # on the ledger as it is (or none yet), so a refusal writes nothing at all
-            checks = run_checks(inv, wave, existing_ledger(), outside_window)
+            checks = run_checks(inv, wave, existing_ledger(), outside_window, workers)
         except IkommError as exc:
             raise fail(exc) from None
         failed = problems(checks)
@@ -269,7 +270,7 @@ def wave_run(
     def work() -> None:
         try:
             outcome.update(
-                run_wave(wave_file, inventory, server.state_dir(), auto_approve, states, take_from_open_waves)
+                run_wave(wave_file, inventory, server.state_dir(), auto_approve, states, take_from_open_waves, workers)
             )
         except BaseException as exc:  # shown by the main thread
             failure.append(exc)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -104,3 +105,110 @@ def test_a_wave_in_production_mode(prod_env: dict[str, str], lab_inventory: Inve
     assert ikomm(prod_env, "server", "stop").returncode == 0
     time.sleep(0.5)
     assert not any(answers(port) for port in PORTS.values())
+
+
+def _ledger(state: Path) -> Ledger:
+    os.environ.update(PORTS)  # production.ledger_url reads the port
+    try:
+        return Ledger(production.ledger_url(state))
+    finally:
+        for key in PORTS:
+            os.environ.pop(key, None)
+
+
+def _wait_for(what: str, check: Callable[[], bool], proc: subprocess.Popen[str], timeout: float = 400) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert proc.poll() is None, f"wave run ended before {what}"
+        assert time.monotonic() < deadline, f"not within {timeout:.0f} s: {what}"
+        time.sleep(0.5)
+
+
+def _tree(pid: int) -> list[int]:
+    """The process and all its descendants."""
+    rows = subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True, check=True).stdout.split("\n")
+    children: dict[int, list[int]] = {}
+    for row in rows:
+        if row.strip():
+            child, parent = (int(x) for x in row.split())
+            children.setdefault(parent, []).append(child)
+    found, todo = [], [pid]
+    while todo:
+        found.append(todo.pop())
+        todo += children.get(found[-1], [])
+    return found
+
+
+def test_a_wave_on_two_workers_in_production_mode(prod_env: dict[str, str], lab_inventory: Inventory) -> None:
+    """Two process workers of the pool `ikomm` move every test user in batches; one worker is killed with -9 in
+    the middle of prepare; its batch is marked Crashed and its users submitted again; after the lead's approval
+    every user is verified once in the systems, and every user's task run is in the API, finished."""
+    state = Path(prod_env["IKOMM_STATE"])
+    assert ikomm(prod_env, "server", "start", "--production").returncode == 0
+    inv = str(lab_inventory.root)
+    wave = state / "workers.yaml"
+    wave.write_text(
+        "id: workers\nname: on two workers\nmunicipalities: [lillehammer, gausdal, oyer]\nusers: {all: true}\n"
+        "options: {concurrency: 8, failure_budget: 1.0, retries: 1, retry_delay: 0.2, batch_size: 30}\n",
+        encoding="utf-8",
+    )
+    refused = ikomm(prod_env, "wave", "run", str(wave), "--workers", "2", "--inventory", inv)
+    assert refused.returncode == 1 and "no worker online in pool ikomm" in refused.stdout + refused.stderr
+    for name in ("w1", "w2"):
+        started = ikomm(prod_env, "worker", "start", "--detach", "--name", name)
+        assert started.returncode == 0 and f"worker {name} online" in started.stdout, started.stdout + started.stderr
+    listed = ikomm(prod_env, "worker", "list")
+    assert "w1: online (started here)" in listed.stdout and "w2: online" in listed.stdout, listed.stdout
+
+    out = open(state / "wave-run.log", "w", encoding="utf-8")  # noqa: SIM115 (closed below)
+    argv = [sys.executable, "-m", "ikomm", "wave", "run", str(wave), "--workers", "2", "--inventory", inv]
+    run = subprocess.Popen(argv, env=prod_env, stdout=out, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for("the ledger opens the wave", lambda: _ledger(state).wave("workers") is not None, run)
+        ledger = _ledger(state)
+        w1 = int((state / "prefect" / "worker-w1.pid").read_text())
+        prepared = lambda: sum(1 for u in ledger.users("workers") if u.stage == "prepared")  # noqa: E731
+
+        def w1_mid_batch() -> bool:
+            pids = {str(pid) for pid in _tree(w1)}
+            batch = any(n.startswith("batch:") and h.split(":")[1] in pids for n, h, _ in ledger.leases())
+            return batch and prepared() >= 3
+
+        _wait_for("w1 in the middle of a batch", w1_mid_batch, run)
+        for pid in _tree(w1):  # the worker and the batch it runs: a machine lost mid-batch
+            os.kill(pid, signal.SIGKILL)
+        again = ikomm(prod_env, "worker", "start", "--detach", "--name", "w1")  # its replacement
+        assert again.returncode == 0, again.stdout + again.stderr
+        _wait_for("the gate", lambda: (ledger.wave("workers") or {}).get("state") == "awaiting-approval", run)
+        approved = ikomm(prod_env, "wave", "approve", "workers", "--approver", "leder@ikomm.no")
+        assert approved.returncode == 0, approved.stdout + approved.stderr
+        assert run.wait(timeout=600) == 0, (state / "wave-run.log").read_text()[-4000:]
+    finally:
+        if run.poll() is None:
+            run.kill()
+        out.close()
+        ikomm(prod_env, "worker", "stop")
+
+    users = ledger.users("workers")
+    assert len(users) == sum(len(v) for k, v in lab_inventory.users.items() if k != "ringebu")
+    seen = check_systems(lab_inventory, ledger, "workers")  # one account each, checked in every system
+    assert set(seen) <= {"verified", "held", "left_out"} and seen["verified"] >= len(users) // 2, seen
+
+    api = prod_env["PREFECT_API_URL"]
+    batches = httpx.post(f"{api}/flow_runs/filter", json={"flow_runs": {"tags": {"all_": ["wave:workers"]}}}).json()
+    by_state: dict[str, list[str]] = {}
+    for fr in batches:
+        by_state.setdefault(fr["state_name"], []).append(fr["name"])
+    assert by_state.get("Crashed"), by_state  # the killed worker's batch, marked by the wave's run
+    assert any("attempt 2" in n for n in by_state.get("Completed", [])), by_state
+    links = list(ledger.task_runs("workers").values())
+    final = httpx.post(
+        f"{api}/task_runs/count",
+        json={"task_runs": {"id": {"any_": links}, "state": {"type": {"any_": ["COMPLETED", "FAILED"]}}}},
+    ).json()
+    assert final == len(links) == len([u for u in users if u.state != "left_out"])
+
+    limit = httpx.get(f"{api}/v2/concurrency_limits/ikomm-platform-ad").json()
+    assert limit["limit"] == 4 and limit["active_slots"] == 0, limit  # the wave's value; every slot given back
+    passwords = (state / "credentials" / "workers.csv").read_text()
+    assert all(u.key in passwords for u in users if u.state == "verified")
