@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 APT_PACKAGES := slapd ldap-utils samba samba-ad-dc winbind openssh-server python3-venv chromium postgresql redis-server
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: setup apt venv test lint unit integration demo bench bench-campaign bench-cockpit bench-tenant lab-up lab-down clean
+.PHONY: setup apt venv test lint unit integration demo bench bench-campaign bench-cockpit bench-tenant bench-scale lab-up lab-down clean
 
 setup: apt venv
 
@@ -75,6 +75,10 @@ bench: setup
 	$(BIN)/python -m bench.cockpit
 	$(BIN)/python -m bench.campaign
 	$(BIN)/python -m bench.tenant
+
+# Waves on two workers in production mode at 2,500 and 10,000 users (BENCH_SCALE_SIZES): about 1.5 h
+bench-scale: setup
+	$(BIN)/python -m bench.scale
 
 bench-tenant: setup
 	$(BIN)/python -m bench.tenant
