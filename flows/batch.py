@@ -7,7 +7,7 @@ wave's lease, asks for approval, submits the batches (`Batches`) as its subflows
 - claims its flow run (`batch:<flow run id>`) and each of its users (`user:<key>`) in the ledger, so no
   user is moved by two processes at once: a user a live process holds is left to it;
 - counts the failure budget and the seats in the ledger (shared with the wave's other batches), takes
-  its part of every Prefect global concurrency limit (`leased(limits, share)`), and writes a broker
+  its part of every Prefect global concurrency limit (`leased(limits, ledger, share)`), and writes a broker
   collection under a limit of one per collection (`collection_guard`);
 - moves its users through the phase with the same per-user task as a wave in one process.
 
@@ -33,7 +33,7 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Crashed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.limits import collection_guard, leased
+from flows.limits import collection_guard, free_lost_slots, leased
 from ikomm import server
 from ikomm.batches import batch_name, batches
 from ikomm.inventory import load_inventory
@@ -96,10 +96,12 @@ def wave_batch(
         RUNS[wave.id] = run
         concurrency = max(1, wave.spec.options.concurrency // share)
         try:
-            with leased(run.limits(), share) as sizes:
+            with leased(run.limits(), ledger, share) as sizes:
                 run.gate = LocalGate(sizes)
                 runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=concurrency)
-                outcome: dict[str, int] = PHASE_FLOWS[phase].with_options(task_runner=runner)(wave.id, todo)
+                # named as the batch, not '<wave> · <phase>': a resumed wave's run marks runs of that name Crashed
+                phase_flow = PHASE_FLOWS[phase].with_options(task_runner=runner, flow_run_name=name)
+                outcome: dict[str, int] = phase_flow(wave.id, todo)
         finally:
             RUNS.pop(wave.id, None)
             run.c.close()
@@ -190,6 +192,7 @@ class Batches:
             elif (state.is_pending() or state.is_running()) and self.lost(fr.id, sub):
                 why = "its process is gone (a worker killed or its machine lost)"
                 crash(client, fr.id, f"{why}; its users not through {self.phase} were submitted again")
+                free_lost_slots(client, self.run.ledger)  # its Prefect slots, at once: the next batch needs them
                 held = self.run.ledger.lease(f"batch:{fr.id}")
                 if held is not None:  # the dead process's claims: the batch's and its users'
                     self.run.ledger.release_leases_of(held[0])

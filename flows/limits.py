@@ -4,32 +4,42 @@ Each outside system has a global concurrency limit named `ikomm-<system>` (creat
 value when missing; a value an operator set in the UI wins when it is lower). A wave process leases
 its slots of every system when a phase starts, in one fixed order (so two waves cannot deadlock),
 and hands them to its users through in-process semaphores; a second wave against the same servers
-waits until the slots are free. The leases are renewed while the phase runs and lapse within
-LEASE_SECONDS when the process holding them is killed, so a resumed wave waits at most that long for
-its own earlier slots. One lease per system and phase, not one per operation: an acquire
+waits until the slots are free. One lease per system and phase, not one per operation: an acquire
 costs about 130 ms here, and a user passes through seven holds (docs/waves.md).
+
+The leases are taken through Prefect's public client API (increment-with-lease), renewed while the
+phase runs, and each lease id is recorded in the ledger as `slots:<id>`, held by this process. Prefect
+lets a killed process's leases lapse after LEASE_SECONDS; the next process that leases (a resumed wave,
+a batch submitted again) gives back at once the slots of every recorded holder that is dead
+(`free_lost_slots`), so nobody waits for them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
+import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
+from uuid import UUID
 
+import httpx
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectNotFound
 
+from ikomm.errors import FatalError
 from ikomm.inventory import Inventory
+from ikomm.leases import alive, describe, this_process
 from ikomm.ledger import Ledger
 from ikomm.preflight import Check, preflight
 from ikomm.wave_run import WaveRun
 from ikomm.waves import Wave
 
-LEASE_SECONDS = 60  # Prefect's minimum; renewed while the phase runs, a killed wave's slots come free within it
+LEASE_SECONDS = 60  # Prefect's minimum; renewed while the phase runs
 
 
 def limit_size(client: SyncPrefectClient, name: str, wanted: int) -> int:
@@ -45,19 +55,70 @@ def limit_size(client: SyncPrefectClient, name: str, wanted: int) -> int:
 
 
 @contextmanager
-def leased(limits: dict[str, int], share: int = 1) -> Iterator[dict[str, int]]:
+def leased(limits: dict[str, int], ledger: Ledger, share: int = 1) -> Iterator[dict[str, int]]:
     """Hold every system's slots while inside; yield the number of slots held per system.
 
     share: how many processes move the wave's users at once (its workers); each holds its part of every
     limit (at least one slot), so together they never use more than the limit (`workers_check` refuses a
     limit lower than the number of workers).
     """
+    holder = this_process()
+    stop = threading.Event()
+    ids: list[UUID] = []
     with get_client(sync_client=True) as client:
+        free_lost_slots(client, ledger)
         sizes = {name: max(1, limit_size(client, name, wanted) // share) for name, wanted in sorted(limits.items())}
-    with ExitStack() as stack:
-        for name, size in sorted(sizes.items()):
-            stack.enter_context(concurrency(name, occupy=size, strict=True, lease_duration=LEASE_SECONDS))
-        yield sizes
+        renewer = threading.Thread(target=_renew, args=(ids, stop), name="slots", daemon=True)
+        try:
+            for name, size in sorted(sizes.items()):  # one order for every process: no two wait for each other
+                lease_id = _acquire(client, name, size)
+                ids.append(lease_id)
+                ledger.acquire_lease(f"slots:{lease_id}", holder, alive, describe)
+            renewer.start()
+            yield sizes
+        finally:
+            stop.set()
+            for lease_id in ids:
+                with contextlib.suppress(Exception):  # lapsed already: nothing held
+                    client.release_concurrency_slots_with_lease(lease_id)
+            ledger.release_leases_of(holder, [f"slots:{i}" for i in ids])
+
+
+def _acquire(client: SyncPrefectClient, name: str, size: int) -> UUID:
+    """Take size slots of the limit under a new lease, waiting while they are taken; the lease id."""
+    while True:
+        try:
+            response = client.increment_concurrency_slots_with_lease([name], size, "concurrency", LEASE_SECONDS)
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code != 423:  # 423 Locked: not free yet, try again when told
+                raise
+            time.sleep(min(5.0, float(exc.response.headers.get("Retry-After", "1"))))
+            continue
+        body = response.json()
+        if not body.get("limits"):
+            raise FatalError(f"Prefect has no concurrency limit {name}")
+        return UUID(body["lease_id"])
+
+
+def _renew(ids: list[UUID], stop: threading.Event) -> None:
+    """Renew the leases every quarter of their length until stopped."""
+    with get_client(sync_client=True) as client:
+        while not stop.wait(LEASE_SECONDS / 4):
+            for lease_id in list(ids):
+                with contextlib.suppress(Exception):  # one missed renewal leaves three more before it lapses
+                    client.renew_concurrency_lease(lease_id, LEASE_SECONDS)
+
+
+def free_lost_slots(client: SyncPrefectClient, ledger: Ledger) -> int:
+    """Give back the slots of every recorded lease whose holder died (killed wave or batch); how many leases."""
+    freed = 0
+    for name, holder, renewed in ledger.leases():
+        if name.startswith("slots:") and not alive(holder, renewed):
+            with contextlib.suppress(Exception):  # lapsed already
+                client.release_concurrency_slots_with_lease(UUID(name.removeprefix("slots:")))
+            ledger.release_leases_of(holder, [name])
+            freed += 1
+    return freed
 
 
 _made: set[str] = set()

@@ -31,14 +31,14 @@ from prefect.runtime import flow_run
 from prefect.states import Completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.batch import Batches
+from flows.batch import Batches, crash
 from flows.campaign import publish_status
 from flows.limits import leased
 from ikomm.campaign import campaign_status, status_markdown, wave_files
 from ikomm.errors import ConflictError, IkommError
 from ikomm.inventory import Inventory, load_inventory
 from ikomm.leases import Lease
-from ikomm.ledger import FINAL, Ledger, url_for
+from ikomm.ledger import FINAL, Ledger, now, url_for
 from ikomm.opening import open_wave
 from ikomm.policy import ready_date
 from ikomm.report import summary_markdown, table_rows
@@ -212,7 +212,7 @@ def _wave(
             logger.info("wave %s: %d user(s) to %s in batches on %d worker(s)", wave.id, len(keys), phase, workers)
             Batches(run, phase, workers, tick=progress.reload).run_all(keys)
             return
-        with leased(run.limits()) as sizes:
+        with leased(run.limits(), run.ledger) as sizes:
             run.gate = LocalGate(sizes)
             PHASE_FLOWS[phase].with_options(task_runner=runner)(wave.id, keys)
 
@@ -326,6 +326,7 @@ def run_wave(
     inv = load_inventory(inventory)
     wave = load_wave(wave_file, inv)
     ledger = Ledger(url_for(state_dir))
+    started = now()
     with Lease(ledger, f"wave:{wave.id}") as lease:
         opening = open_wave(ledger, inv, wave, include, take_open)
         with tags(f"wave:{wave.id}"):  # the municipalities: the wave's flow run all, a user's task run theirs
@@ -337,7 +338,7 @@ def run_wave(
                 auto_approve,
                 wave.spec.options.workers if workers is None else workers,
             )
-    unrecorded = await_recorded(list(ledger.task_runs(wave.id).values()))
+    unrecorded = await_recorded(list(ledger.task_runs(wave.id, since=started).values()))  # this run's
     if unrecorded:
         result["unrecorded"] = unrecorded
     result["opening"] = {
@@ -403,7 +404,6 @@ def mark_orphans(wave_id: str) -> list[tuple[str, str]]:
     )
     from prefect.client.schemas.objects import StateType
     from prefect.runtime import flow_run
-    from prefect.states import Crashed
 
     names = [wave_id, *(f"{wave_id} · {phase}" for phase in ("prepare", "cutover", "migrate"))]
     open_types = [StateType.RUNNING, StateType.PENDING, StateType.PAUSED]
@@ -419,7 +419,7 @@ def mark_orphans(wave_id: str) -> list[tuple[str, str]]:
             if str(run.id) == flow_run.id:
                 continue
             message = f"its process ended without closing it; wave {wave_id} was resumed by flow run {flow_run.id}"
-            client.set_flow_run_state(run.id, Crashed(message=message), force=True)
+            crash(client, run.id, message)  # and its users' task runs left Running
             marked.append((str(run.name), str(run.state.name) if run.state else "?"))
     return marked
 

@@ -62,7 +62,7 @@ class Lease:
 
     def _renew(self) -> None:
         while not self._stop.wait(TTL / 4):
-            self.ledger.renew_lease(self.name, self.holder)
+            self.ledger.renew_leases_of(self.holder)  # this one and the process's others (its slots)
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self._stop.set()

@@ -479,14 +479,6 @@ class Ledger:
                 raise ConflictError(f"{name}: another process took the lease just now; run again")
         return None if row.holder == holder else str(row.holder)
 
-    def renew_lease(self, name: str, holder: str) -> None:
-        with self._tx() as conn:
-            conn.execute(
-                leases_t.update()
-                .where(leases_t.c.name == name, leases_t.c.holder == holder)
-                .values(renewed=time.time())
-            )
-
     def release_lease(self, name: str, holder: str) -> None:
         with self._tx() as conn:
             conn.execute(leases_t.delete().where(leases_t.c.name == name, leases_t.c.holder == holder))
@@ -671,12 +663,15 @@ class Ledger:
                 [{"key": k, "wave": wave_id, "phase": phase, "task_run": t, "at": at} for k, t in task_runs.items()],
             )
 
-    def task_runs(self, wave_id: str) -> dict[str, str]:
-        """User -> the newest task run that took them through this wave (a phase's later run wins)."""
+    def task_runs(self, wave_id: str, since: str | None = None) -> dict[str, str]:
+        """User -> the newest task run that took them through this wave (a phase's later run wins); only those
+        linked at or after `since` (a time from now()), if given."""
         c = links_t.c
+        query = sa.select(c.key, c.task_run).where(c.wave == wave_id)
+        if since is not None:
+            query = query.where(c.at >= since)
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(c.key, c.task_run).where(c.wave == wave_id).order_by(c.id))
-            return {key: task_run for key, task_run in rows}
+            return {key: task_run for key, task_run in conn.execute(query.order_by(c.id))}
 
     def task_run_of(self, key: str, wave_id: str) -> str | None:
         """The newest task run that took this user through this wave, if one is recorded."""
