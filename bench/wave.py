@@ -3,7 +3,8 @@
 Reports wall time, CPU (wave process, Prefect server, lab servers), and the peak memory (PSS) of the
 wave process tree with the Prefect server; then rolls the whole wave back (timed) and verifies the
 rollback against the snapshots. The lab is restored from its cache before each side, so
-both start from the same state. Set BENCH_USERS to run a smaller wave (for a quick look).
+both start from the same state. Set BENCH_USERS to run a smaller wave (for a quick look), and
+BENCH_PROFILE=1 to record the wave's process, the Prefect server and the floor with py-spy (bench/profile.py).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 import threading
@@ -21,6 +23,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from bench import profile
 from ikomm import server
 from ikomm.inventory import load_inventory
 from lab import process
@@ -84,6 +87,10 @@ def measured(argv: list[str], env: dict[str, str], extra: list[int], lab: Lab) -
 def main() -> None:
     console = Console()
     users = int(os.environ.get("BENCH_USERS", "0"))
+    spying = os.environ.get("BENCH_PROFILE", "") not in ("", "0")
+    spy: dict[str, Path] = {
+        side: RESULTS / f"profile-{users or 'all'}-{side}.txt" for side in ("wave", "server", "floor")
+    }
     inv = load_inventory(Path("inventory"))
     lab = Lab(inv, progress=lambda msg: console.print(f"[dim]{msg}[/]"))
     STATE.mkdir(parents=True, exist_ok=True)
@@ -117,9 +124,12 @@ def main() -> None:
     server_pid = int((STATE / "prefect" / "server.pid").read_text())
     try:
         lab.up()
-        wave = measured(
-            [sys.executable, "-m", "ikomm", "wave", "run", str(wave_file), "--json"], env, tree(server_pid), lab
-        )
+        wave_argv = [sys.executable, "-m", "ikomm", "wave", "run", str(wave_file), "--json"]
+        server_spy = profile.spy_pid(server_pid, spy["server"]) if spying else None
+        wave = measured([*(profile.spy_argv(spy["wave"]) if spying else []), *wave_argv], env, tree(server_pid), lab)
+        if server_spy:
+            server_spy.send_signal(signal.SIGINT)
+            server_spy.wait()
         counts = subprocess.run(
             [sys.executable, "-m", "ikomm", "wave", "status", "bench", "--json"],
             env=env,
@@ -133,7 +143,8 @@ def main() -> None:
         )
         proof = json.loads(check.stdout[check.stdout.index("{") :]) if "{" in check.stdout else {}
         lab.up()
-        floor = measured([sys.executable, "-m", "bench.floor", str(wave_file), str(STATE / "floor")], env, [], lab)
+        floor_argv = [sys.executable, "-m", "bench.floor", str(wave_file), str(STATE / "floor")]
+        floor = measured([*(profile.spy_argv(spy["floor"]) if spying else []), *floor_argv], env, [], lab)
     finally:
         server.stop()
         lab.down()
@@ -159,6 +170,9 @@ def main() -> None:
         f"rollback of the whole wave: {rollback['wall_s']} s (the wave took {wave['wall_s']} s); "
         f"verify rollback: {proof.get('checked', '?')} users compared, {differences} difference(s)"
     )
+    if spying:
+        for side in ("wave", "server", "floor"):
+            console.print(profile.summary(spy[side]) if spy[side].exists() else f"{side}: no profile recorded")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "wave.json").write_text(
         json.dumps(
