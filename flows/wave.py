@@ -45,7 +45,7 @@ from ikomm.report import summary_markdown, table_rows
 from ikomm.server import task_run_url
 from ikomm.wave_run import LocalGate, WaveRun
 from ikomm.waves import Wave, load_wave
-from tasks.user import RUNS, move_user, with_wave_retries
+from tasks.user import RUNS, move_user, quiet_console, with_wave_retries
 
 APPROVAL_TIMEOUT = 7 * 24 * 3600
 RECORDED_SECONDS = 60.0  # how long a wave's end waits for Prefect to record its task runs' final states
@@ -188,6 +188,7 @@ def _wave(
     wave_id: str, wave_file: str, inventory: str, state_dir: str, auto_approve: bool, workers: int
 ) -> dict[str, Any]:
     logger = get_run_logger()
+    quiet_console()
     inv = load_inventory(Path(inventory))
     wave = load_wave(Path(wave_file), inv)
     ledger = Ledger(url_for(Path(state_dir)))  # from the environment: a URL may carry a password
