@@ -19,41 +19,6 @@ from collections import Counter
 from pathlib import Path
 
 FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
-PACKAGES = (
-    "ikomm",
-    "flows",
-    "tasks",
-    "prefect",
-    "sqlalchemy",
-    "sqlite3",
-    "paramiko",
-    "cryptography",
-    "ldap3",
-    "winrm",
-    "requests",
-    "urllib3",
-    "httpx",
-    "httpcore",
-    "anyio",
-    "asyncio",
-    "pydantic",
-    "pydantic_core",
-    "logging",
-    "threading",
-    "concurrent",
-    "json",
-    "ssl",
-    "socket",
-    "uvicorn",
-    "starlette",
-    "fastapi",
-    "aiosqlite",
-    "asyncpg",
-    "opentelemetry",
-    "websockets",
-    "jinja2",
-    "rich",
-)
 
 
 def spy_argv(out: Path) -> list[str]:

@@ -42,7 +42,7 @@ from ikomm.ledger import FINAL, Ledger, url_for
 from ikomm.preflight import Check
 from ikomm.wave_run import LocalGate, WaveRun
 from ikomm.waves import load_wave
-from tasks.user import RUNS, quiet_console
+from tasks.user import RUNS
 
 POOL = "ikomm"
 DEPLOYMENT = f"wave-batch/{POOL}"
@@ -71,7 +71,6 @@ def wave_batch(
     from flows.wave import PHASE_FLOWS, counted
 
     logger = get_run_logger()
-    quiet_console()
     inv = load_inventory(Path(inventory))
     wave = load_wave(Path(wave_file), inv)
     state_dir = server.state_dir()

@@ -123,6 +123,7 @@ def users_table(run: WaveRun, flow_run_id: str | None) -> None:
 def _phase(run: WaveRun, phase: str, keys: list[str]) -> dict[str, int]:
     """Every user's task run for the phase, tagged with the user's own municipality (and state:held when the
     inventory says an application they need is not ready yet); each task run recorded in the ledger."""
+    quiet_console()  # in whichever process runs the users' task runs: the wave's, or a worker's batch
     task = with_wave_retries(move_user, run)
     futures = []
     for key in keys:
@@ -188,7 +189,6 @@ def _wave(
     wave_id: str, wave_file: str, inventory: str, state_dir: str, auto_approve: bool, workers: int
 ) -> dict[str, Any]:
     logger = get_run_logger()
-    quiet_console()
     inv = load_inventory(Path(inventory))
     wave = load_wave(Path(wave_file), inv)
     ledger = Ledger(url_for(Path(state_dir)))  # from the environment: a URL may carry a password
