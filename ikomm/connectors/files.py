@@ -28,6 +28,7 @@ import queue
 import socket
 import stat
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -35,12 +36,14 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import paramiko
-from paramiko.sftp import CMD_EXTENDED, CMD_EXTENDED_REPLY
+from paramiko.message import Message
+from paramiko.sftp import CMD_CLOSE, CMD_EXTENDED, CMD_EXTENDED_REPLY, CMD_HANDLE, CMD_NAME, CMD_OPENDIR, CMD_READDIR
 
 from ikomm.errors import ConflictError, FatalError, IkommError, InvalidInputError, TransientError
 
 CHUNK = 32 * 1024  # paramiko's largest SFTP read
 BATCH = 16  # reads in flight per file
+IN_FLIGHT = 64  # SFTP requests in flight at once while listing folders (an answer is at most a few tens of KB)
 PART = ".ikomm-part"
 JUNK_NAMES = frozenset({"thumbs.db", "desktop.ini", ".ds_store", "~$lock"})
 JUNK_FOLDERS = frozenset({"temp", "tmp", "inetcache", "temporary internet files", "cache", "$recycle.bin"})
@@ -239,38 +242,46 @@ class FileServer:
         A link is kept (with its resolved path, relative, as text) only when the server resolves it
         inside root; every other link is in `refused` with the reason. Root itself must be a folder.
         """
-        manifest = Manifest(root)
+        found = self.manifests([root], hashes, skip)[root]
+        if isinstance(found, IkommError):
+            raise found
+        return found
+
+    def manifests(
+        self, roots: list[str], hashes: bool = True, skip: Callable[[str, bool], bool] = is_junk
+    ) -> dict[str, Manifest | IkommError]:
+        """`manifest` of each root, walked together over one session: the folders of a level of every tree are
+        listed with their requests in flight at once (`_list_folders`), not four round trips a folder one after
+        another. A root that is missing (InvalidInputError) or not a folder (ConflictError) is answered with
+        the error; any other fault raises, as for one root."""
+        found: dict[str, Manifest | IkommError] = {}
         with self.session() as sftp:
-            try:
-                top = sftp.lstat(root)
-            except FileNotFoundError:
-                raise InvalidInputError(f"{self.host}:{root}: no such folder") from None
-            if stat.S_ISLNK(top.st_mode or 0) or not stat.S_ISDIR(top.st_mode or 0):
-                raise ConflictError(f"{self.host}:{root}: is a symlink or not a folder; refusing to read or write it")
-            manifest.real_root = sftp.normalize(root)
-            pending = [""]
-            while pending:
-                rel_dir = pending.pop()
-                for attr in sftp.listdir_attr(posixpath.join(root, rel_dir) if rel_dir else root):
-                    rel = posixpath.join(rel_dir, attr.filename) if rel_dir else attr.filename
-                    mode = attr.st_mode or 0
-                    if attr.filename in (".", "..") or "/" in attr.filename or skip(rel, stat.S_ISDIR(mode)):
-                        continue
-                    if stat.S_ISDIR(mode):
-                        manifest.folders.add(rel)
-                        pending.append(rel)
-                    elif stat.S_ISLNK(mode):
-                        text, why = _kept_link(sftp, manifest.real_root, root, rel)
-                        if why:
-                            manifest.refused[rel] = why
-                        else:
-                            manifest.links[rel] = text
-                    elif stat.S_ISREG(mode):
-                        digest = _sha256(sftp, posixpath.join(root, rel), attr.st_size or 0) if hashes else ""
-                        manifest.files[rel] = FileEntry(attr.st_size or 0, int(attr.st_mtime or 0), digest)
-                    else:
-                        manifest.refused[rel] = "not a regular file, folder or symlink"
-        return manifest
+            walking: list[Manifest] = []
+            for root in dict.fromkeys(roots):
+                try:
+                    top = sftp.lstat(root)
+                except FileNotFoundError:
+                    found[root] = InvalidInputError(f"{self.host}:{root}: no such folder")
+                    continue
+                if stat.S_ISLNK(top.st_mode or 0) or not stat.S_ISDIR(top.st_mode or 0):
+                    found[root] = ConflictError(
+                        f"{self.host}:{root}: is a symlink or not a folder; refusing to read or write it"
+                    )
+                    continue
+                manifest = found[root] = Manifest(root)
+                manifest.real_root = sftp.normalize(root)
+                walking.append(manifest)
+            level = [(manifest, "") for manifest in walking]
+            while level:
+                listed = _list_folders(sftp, [_below(m.root, rel_dir) for m, rel_dir in level])
+                below: list[tuple[Manifest, str]] = []
+                for manifest, rel_dir in level:
+                    for attr in listed[_below(manifest.root, rel_dir)]:
+                        folder = _take(sftp, manifest, rel_dir, attr, hashes, skip)
+                        if folder is not None:
+                            below.append((manifest, folder))
+                level = below
+        return found
 
     def listing(self, path: str) -> list[Owned]:
         """The entries of a folder with owner, group and mode (not followed if links); [] if there is no folder."""
@@ -518,6 +529,124 @@ def _open_fresh(sftp: paramiko.SFTPClient, path: str) -> paramiko.SFTPFile:
             raise IsADirectoryError(21, "a folder stands where the temporary file goes", path)
         sftp.remove(path)
     return sftp.open(path, "wxb")  # w: writable, x: O_CREAT|O_EXCL
+
+
+def _below(root: str, rel_dir: str) -> str:
+    return posixpath.join(root, rel_dir) if rel_dir else root
+
+
+def _take(
+    sftp: paramiko.SFTPClient,
+    manifest: Manifest,
+    rel_dir: str,
+    attr: paramiko.SFTPAttributes,
+    hashes: bool,
+    skip: Callable[[str, bool], bool],
+) -> str | None:
+    """Put one listed entry into the manifest; return its relative path if it is a folder to walk into."""
+    rel = posixpath.join(rel_dir, attr.filename) if rel_dir else attr.filename
+    mode = attr.st_mode or 0
+    if attr.filename in (".", "..") or "/" in attr.filename or skip(rel, stat.S_ISDIR(mode)):
+        return None
+    if stat.S_ISDIR(mode):
+        manifest.folders.add(rel)
+        return rel
+    if stat.S_ISLNK(mode):
+        text, why = _kept_link(sftp, manifest.real_root, manifest.root, rel)
+        if why:
+            manifest.refused[rel] = why
+        else:
+            manifest.links[rel] = text
+    elif stat.S_ISREG(mode):
+        digest = _sha256(sftp, posixpath.join(manifest.root, rel), attr.st_size or 0) if hashes else ""
+        manifest.files[rel] = FileEntry(attr.st_size or 0, int(attr.st_mtime or 0), digest)
+    else:
+        manifest.refused[rel] = "not a regular file, folder or symlink"
+    return None
+
+
+class _InFlight:
+    """SFTP requests in flight together over one session, each answer handed to its own callback as it comes.
+
+    Built on paramiko's own request numbering and dispatch (`_async_request` with this object as the file
+    object, `_read_response` handing answers to `_async_response`), as its file prefetch does; at most
+    IN_FLIGHT requests are outstanding, the rest wait in a queue. A callback may send more."""
+
+    def __init__(self, sftp: paramiko.SFTPClient) -> None:
+        self.sftp = sftp
+        self.queued: deque[tuple[int, tuple[Any, ...], Callable[[int, Message], None]]] = deque()
+        self.waiting: dict[int, Callable[[int, Message], None]] = {}
+        self.answers: deque[tuple[int, int, Message]] = deque()
+
+    def send(self, t: int, args: tuple[Any, ...], then: Callable[[int, Message], None]) -> None:
+        self.queued.append((t, args, then))
+
+    def _async_response(self, t: int, msg: Message, num: int) -> None:  # called by paramiko
+        self.answers.append((num, t, msg))
+
+    def run(self) -> None:
+        """Until every request sent (and every one its callbacks sent) is answered."""
+        while self.queued or self.waiting:
+            while self.queued and len(self.waiting) < IN_FLIGHT:
+                t, args, then = self.queued.popleft()
+                self.waiting[self.sftp._async_request(self, t, *args)] = then  # type: ignore[attr-defined]
+            while not self.answers:
+                self.sftp._read_response()  # type: ignore[attr-defined]
+            num, t, msg = self.answers.popleft()
+            self.waiting.pop(num)(t, msg)
+
+
+def _list_folders(sftp: paramiko.SFTPClient, paths: list[str]) -> dict[str, list[paramiko.SFTPAttributes]]:
+    """Each folder's entries (without . and ..), as `listdir_attr` gives them, the folders' requests in flight
+    together: open, read until the end, close. A folder that cannot be listed raises what listdir_attr would
+    (FileNotFoundError, PermissionError ...), after every handle opened here is closed."""
+    listed: dict[str, list[paramiko.SFTPAttributes]] = {path: [] for path in paths}
+    failed: dict[str, Exception] = {}
+    flight = _InFlight(sftp)
+
+    def status(msg: Message) -> Exception | None:
+        """The error an SFTP status answer stands for; None for OK and for the end of a listing."""
+        try:
+            sftp._convert_status(msg)  # type: ignore[attr-defined]
+        except EOFError:
+            return None
+        except OSError as exc:
+            return exc
+        return None
+
+    def opened(path: str) -> Callable[[int, Message], None]:
+        def then(t: int, msg: Message) -> None:
+            if t != CMD_HANDLE:
+                failed[path] = status(msg) or paramiko.SFTPError("Expected handle")
+                return
+            flight.send(CMD_READDIR, (handle := msg.get_binary(),), read(path, handle))
+
+        return then
+
+    def read(path: str, handle: bytes) -> Callable[[int, Message], None]:
+        def then(t: int, msg: Message) -> None:
+            if t == CMD_NAME:
+                for _ in range(msg.get_int()):
+                    name, longname = msg.get_text(), msg.get_text()
+                    attr = paramiko.SFTPAttributes._from_msg(msg, name, longname)  # type: ignore[attr-defined]
+                    if name not in (".", ".."):
+                        listed[path].append(attr)
+                flight.send(CMD_READDIR, (handle,), then)
+                return
+            problem = status(msg)
+            if problem is not None:
+                failed[path] = problem
+            flight.send(CMD_CLOSE, (handle,), lambda t, msg: None)
+
+        return then
+
+    for path in listed:
+        flight.send(CMD_OPENDIR, (path,), opened(path))
+    flight.run()
+    for path in paths:
+        if path in failed:
+            raise failed[path]
+    return listed
 
 
 def _kept_link(sftp: paramiko.SFTPClient, real_root: str, root: str, rel: str) -> tuple[str, str]:

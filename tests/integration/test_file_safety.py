@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import posixpath
 import shutil
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ikomm.connectors import Connectors
-from ikomm.connectors.files import FileServer, copy_tree, verify_tree
+from ikomm.connectors.files import FileServer, copy_tree, is_junk, verify_tree
 from ikomm.errors import ConflictError
 from ikomm.inventory import Inventory
 from lab.manager import Lab
@@ -160,3 +162,65 @@ def test_target_or_source_folder_that_is_a_link_is_refused(scene: Scene) -> None
         scene.copy()
     assert not os.path.lexists(scene.dst)
     assert scene.victims() == before
+
+
+def test_folders_walked_together_give_what_one_folder_at_a_time_gives(scene: Scene) -> None:
+    """`manifests` (several roots, listings in flight together) agrees with a plain listdir walk of each root:
+    a folder of 250 files (several SFTP reads), nested folders, junk, a kept and a refused link; a missing
+    root and a root that is a link are answered with their errors, the others still walked."""
+    big = scene.src / "Documents" / "mange"
+    big.mkdir()
+    for i in range(250):
+        (big / f"fil-{i:03d}.txt").write_text("x" * i, encoding="utf-8")
+    (scene.src / "a" / "b" / "c").mkdir(parents=True)
+    (scene.src / "a" / "b" / "c" / "dypt.txt").write_text("deep\n", encoding="utf-8")
+    (scene.src / "a" / "Thumbs.db").write_bytes(b"junk")
+    os.symlink("../Documents/notat.txt", scene.src / "a" / "inne")
+    os.symlink("/etc/passwd", scene.src / "a" / "ute")
+    os.symlink("safety-attacker", scene.victim_src.parent / "safety-link")
+    victim_root = scene.src_root.replace("safety-attacker", "safety-victim")
+    link_root = scene.src_root.replace("safety-attacker", "safety-link")
+    missing = scene.src_root.replace("safety-attacker", "safety-nobody")
+    try:
+        found = scene.source.manifests([scene.src_root, missing, victim_root, link_root], hashes=False)
+    finally:
+        (scene.victim_src.parent / "safety-link").unlink()
+    assert "no such folder" in str(found[missing])
+    assert "symlink" in str(found[link_root])
+    for root in (scene.src_root, victim_root):
+        walked = found[root]
+        assert not isinstance(walked, Exception)
+        files, folders, others = _walk_one_folder_at_a_time(scene.source, root)
+        assert {rel: (e.size, e.mtime) for rel, e in walked.files.items()} == files
+        assert walked.folders == folders
+        assert set(walked.links) | set(walked.refused) == others
+        assert walked.as_dict() == scene.source.manifest(root, hashes=False).as_dict()
+    attacker = found[scene.src_root]
+    assert not isinstance(attacker, Exception)
+    assert len([rel for rel in attacker.files if rel.startswith("Documents/mange/")]) == 250
+    assert "a/Thumbs.db" not in attacker.files
+    assert set(attacker.links) == {"a/inne"} and set(attacker.refused) == {"a/ute"}
+
+
+def _walk_one_folder_at_a_time(server: FileServer, root: str) -> tuple[dict[str, tuple[int, int]], set[str], set[str]]:
+    """Files (size, mtime), folders and other entries below root, by paramiko's listdir_attr, one folder at a time."""
+    files: dict[str, tuple[int, int]] = {}
+    folders: set[str] = set()
+    others: set[str] = set()
+    with server.session() as sftp:
+        pending = [""]
+        while pending:
+            rel_dir = pending.pop()
+            for attr in sftp.listdir_attr(posixpath.join(root, rel_dir) if rel_dir else root):
+                rel = posixpath.join(rel_dir, attr.filename) if rel_dir else attr.filename
+                mode = attr.st_mode or 0
+                if is_junk(rel, stat.S_ISDIR(mode)):
+                    continue
+                if stat.S_ISDIR(mode):
+                    folders.add(rel)
+                    pending.append(rel)
+                elif stat.S_ISREG(mode):
+                    files[rel] = (attr.st_size or 0, int(attr.st_mtime or 0))
+                else:
+                    others.add(rel)
+    return files, folders, others
