@@ -270,7 +270,9 @@ def wave_run(
     def work() -> None:
         try:
             outcome.update(
-                run_wave(wave_file, inventory, server.state_dir(), auto_approve, states, take_from_open_waves, workers)
+                run_wave(
+                    wave_file, inventory, server.state_dir(), auto_approve, states, take_from_open_waves, workers, inv
+                )
             )
         except BaseException as exc:  # shown by the main thread
             failure.append(exc)
