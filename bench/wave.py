@@ -1,10 +1,15 @@
-"""A 2,500-user wave through every stage against the lab, beside the floor (bench/floor.py) in the same run.
+"""Waves of 300, 500 and 2,500 users through every stage against the lab, each beside its floor (bench/floor.py).
 
-Reports wall time, CPU (wave process, Prefect server, lab servers), and the peak memory (PSS) of the
-wave process tree with the Prefect server; then rolls the whole wave back (timed) and verifies the
-rollback against the snapshots. The lab is restored from its cache before each side, so
-both start from the same state. Set BENCH_USERS to run a smaller wave (for a quick look), and
-BENCH_PROFILE=1 to record the wave's process, the Prefect server and the floor with py-spy (bench/profile.py).
+For each size: wall time, CPU (wave process, Prefect server, lab servers) and the peak memory (PSS) of
+the wave process tree with the Prefect server; the whole wave rolled back (timed) and the rollback
+verified against the snapshots; then the floor. The lab is restored from its cache before each side,
+so both start from the same state, and each size has its own state folder (ledger, Prefect database).
+The summary gives each size's ratio to its floor and orchestration CPU (the wave's client CPU above
+the floor's, plus the Prefect server's), and splits that CPU into a per-wave and a per-user part by a
+least-squares line through the sizes.
+
+BENCH_USERS picks the sizes (`BENCH_USERS=500`, `BENCH_USERS=300,500`; `all` is the whole inventory);
+BENCH_PROFILE=1 records the wave's process, the Prefect server and the floor with py-spy (bench/profile.py).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 from rich.console import Console
@@ -31,6 +37,7 @@ from lab.manager import Lab
 
 RESULTS = Path("bench-results")
 STATE = RESULTS / "wave-state"
+SIZES = "300,500,all"
 
 
 def tree(pid: int) -> list[int]:
@@ -84,110 +91,145 @@ def measured(argv: list[str], env: dict[str, str], extra: list[int], lab: Lab) -
     }
 
 
-def main() -> None:
-    console = Console()
-    users = int(os.environ.get("BENCH_USERS", "0"))
-    spying = os.environ.get("BENCH_PROFILE", "") not in ("", "0")
-    spy: dict[str, Path] = {
-        side: RESULTS / f"profile-{users or 'all'}-{side}.txt" for side in ("wave", "server", "floor")
-    }
+def sizes(inventory_users: int) -> list[int]:
+    """BENCH_USERS as user counts: '300,500,all' -> [300, 500, 2500]."""
+    wanted = [w.strip() for w in os.environ.get("BENCH_USERS", SIZES).split(",") if w.strip()]
+    return [inventory_users if w in ("all", "0") else min(int(w), inventory_users) for w in wanted]
+
+
+def one_size(users: int, spying: bool, console: Console) -> dict[str, Any]:
+    """The wave of the inventory's first `users` users, its rollback and its floor, measured."""
     inv = load_inventory(Path("inventory"))
     lab = Lab(inv, progress=lambda msg: console.print(f"[dim]{msg}[/]"))
-    STATE.mkdir(parents=True, exist_ok=True)
-    wave_file = STATE / "bench.yaml"
-    selection: dict[str, object] = {"all": True}
-    if users:
-        selection = {"legacy_ids": [u.legacy_id for _, u in inv.all_users()[:users]]}
+    spy: dict[str, Path] = {side: RESULTS / f"profile-{users}-{side}.txt" for side in ("wave", "server", "floor")}
+    state = STATE / str(users)
+    subprocess.run(["rm", "-rf", str(state)], check=True)  # its own ledger and Prefect database, from empty
+    state.mkdir(parents=True)
+    wave_file = state / "bench.yaml"
     wave_file.write_text(
         yaml.safe_dump(
             {
                 "id": "bench",
                 "name": "benchmark",
                 "municipalities": list(inv.municipalities),
-                "users": selection,
+                "users": {"legacy_ids": [u.legacy_id for _, u in inv.all_users()[:users]]},
                 "options": {"concurrency": 8, "approval_required": False, "failure_budget": 1.0},
             }
         )
     )
     env = {
         **os.environ,
-        "IKOMM_STATE": str(STATE.resolve()),
+        "IKOMM_STATE": str(state.resolve()),
         "IKOMM_PREFECT_PORT": "4220",
-        "IKOMM_LEDGER_URL": f"sqlite:///{(STATE / 'ledger.db').resolve()}",
+        "IKOMM_LEDGER_URL": f"sqlite:///{(state / 'ledger.db').resolve()}",
     }
     os.environ.update({k: env[k] for k in ("IKOMM_STATE", "IKOMM_PREFECT_PORT")})
-    for stale in (STATE / "ledger.db", STATE / "credentials"):
-        subprocess.run(["rm", "-rf", str(stale)], check=True)
     server.stop()
     server.start()
     env.update(server.client_env())
-    server_pid = int((STATE / "prefect" / "server.pid").read_text())
+    server_pid = int((state / "prefect" / "server.pid").read_text())
     try:
         lab.up()
+        console.print(f"[bold]{users} users[/]: the wave")
         wave_argv = [sys.executable, "-m", "ikomm", "wave", "run", str(wave_file), "--json"]
         server_spy = profile.spy_pid(server_pid, spy["server"]) if spying else None
         wave = measured([*(profile.spy_argv(spy["wave"]) if spying else []), *wave_argv], env, tree(server_pid), lab)
         if server_spy:
             server_spy.send_signal(signal.SIGINT)
             server_spy.wait()
-        counts = subprocess.run(
-            [sys.executable, "-m", "ikomm", "wave", "status", "bench", "--json"],
-            env=env,
-            capture_output=True,
-            text=True,
-        ).stdout
         ikomm = [sys.executable, "-m", "ikomm"]
+        counts = subprocess.run([*ikomm, "wave", "status", "bench", "--json"], env=env, capture_output=True, text=True)
+        console.print(f"[bold]{users} users[/]: the rollback")
         rollback = measured([*ikomm, "rollback", "wave", "bench", "--yes", "--json"], env, tree(server_pid), lab)
         check = subprocess.run(
             [*ikomm, "verify", "rollback", "bench", "--json"], env=env, capture_output=True, text=True
         )
         proof = json.loads(check.stdout[check.stdout.index("{") :]) if "{" in check.stdout else {}
         lab.up()
-        floor_argv = [sys.executable, "-m", "bench.floor", str(wave_file), str(STATE / "floor")]
+        console.print(f"[bold]{users} users[/]: the floor")
+        floor_argv = [sys.executable, "-m", "bench.floor", str(wave_file), str(state / "floor")]
         floor = measured([*(profile.spy_argv(spy["floor"]) if spying else []), *floor_argv], env, [], lab)
     finally:
         server.stop()
         lab.down()
     total_cpu = wave["cpu_s"] + wave["extra_cpu_s"] + wave["lab_cpu_s"]
     orchestration = max(0.0, wave["cpu_s"] - floor["cpu_s"]) + wave["extra_cpu_s"]
-    table = Table(title=f"wave of {users or inv.user_count()} users, concurrency 8")
-    for col in ("", "wave (Prefect + ledger)", "floor (connectors only)", "goal"):
-        table.add_column(col)
-    table.add_row(
-        "wall time",
-        f"{wave['wall_s']} s",
-        f"{floor['wall_s']} s",
-        f"{wave['wall_s'] / floor['wall_s']:.2f} x (≤ 1.3 x)",
-    )
-    table.add_row("CPU, client process", f"{wave['cpu_s']} s", f"{floor['cpu_s']} s", "")
-    table.add_row("CPU, Prefect server", f"{wave['extra_cpu_s']} s", "-", "")
-    table.add_row("CPU, lab servers", f"{wave['lab_cpu_s']} s", f"{floor['lab_cpu_s']} s", "")
-    table.add_row("orchestration CPU share", f"{100 * orchestration / total_cpu:.1f} %", "", "≤ 15 %")
-    table.add_row("peak memory (PSS)", f"{wave['peak_pss_mib']} MiB", f"{floor['peak_pss_mib']} MiB", "≤ 800 MB")
-    console.print(table)
-    differences = sum(len(d) for d in proof.get("differences", {}).values())
-    console.print(
-        f"rollback of the whole wave: {rollback['wall_s']} s (the wave took {wave['wall_s']} s); "
-        f"verify rollback: {proof.get('checked', '?')} users compared, {differences} difference(s)"
-    )
     if spying:
         for side in ("wave", "server", "floor"):
             console.print(profile.summary(spy[side]) if spy[side].exists() else f"{side}: no profile recorded")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "wave.json").write_text(
-        json.dumps(
-            {
-                "users": users or inv.user_count(),
-                "wave": wave,
-                "floor": floor,
-                "rollback": rollback,
-                "rollback_verify": {"checked": proof.get("checked"), "differences": differences},
-                "orchestration_cpu_share": round(orchestration / total_cpu, 3),
-                "status": json.loads(counts or "{}"),
-            },
-            indent=1,
+    return {
+        "users": users,
+        "wave": wave,
+        "floor": floor,
+        "ratio": round(wave["wall_s"] / floor["wall_s"], 2),
+        "orchestration_cpu_s": round(orchestration, 1),
+        "orchestration_cpu_share": round(orchestration / total_cpu, 3),
+        "rollback": rollback,
+        "rollback_verify": {
+            "checked": proof.get("checked"),
+            "differences": sum(len(d) for d in proof.get("differences", {}).values()),
+        },
+        "status": json.loads(counts.stdout or "{}"),
+    }
+
+
+def per_wave_and_user(runs: list[dict[str, Any]]) -> tuple[float, float] | None:
+    """(seconds a wave, milliseconds a user) of orchestration CPU: the least-squares line through the sizes."""
+    xs, ys = [r["users"] for r in runs], [r["orchestration_cpu_s"] for r in runs]
+    if len(set(xs)) < 2:
+        return None
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
+    return my - slope * mx, slope * 1000
+
+
+def main() -> None:
+    console = Console()
+    spying = os.environ.get("BENCH_PROFILE", "") not in ("", "0")
+    runs = [one_size(n, spying, console) for n in sizes(load_inventory(Path("inventory")).user_count())]
+    table = Table(title="waves against their floors (concurrency 8, gate open, preflight included)")
+    for col in (
+        "users",
+        "wave",
+        "floor",
+        "ratio",
+        "CPU wave / floor",
+        "CPU Prefect server",
+        "orchestration CPU",
+        "share",
+        "peak PSS",
+        "rollback",
+        "proof",
+    ):
+        table.add_column(col)
+    for r in runs:
+        w, f = r["wave"], r["floor"]
+        table.add_row(
+            f"{r['users']:,}",
+            f"{w['wall_s']} s",
+            f"{f['wall_s']} s",
+            f"{r['ratio']:.2f} x",
+            f"{w['cpu_s']} / {f['cpu_s']} s",
+            f"{w['extra_cpu_s']} s",
+            f"{r['orchestration_cpu_s']} s ({1000 * r['orchestration_cpu_s'] / r['users']:.0f} ms a user)",
+            f"{100 * r['orchestration_cpu_share']:.1f} %",
+            f"{w['peak_pss_mib']} MiB",
+            f"{r['rollback']['wall_s']} s",
+            f"{r['rollback_verify']['checked']} users, {r['rollback_verify']['differences']} differences",
         )
+    console.print(table)
+    console.print(
+        "goals: ≤ 1.10 x the floor and ≤ 10 % orchestration CPU at 500 users and above, ≤ 1.20 x at 300; "
+        "peak PSS ≤ 500 MiB"
     )
+    split = per_wave_and_user(runs)
+    if split:
+        console.print(f"orchestration CPU = {split[0]:.1f} s a wave + {split[1]:.1f} ms a user (least squares)")
+    RESULTS.mkdir(exist_ok=True)
+    summary: dict[str, Any] = {"sizes": runs}
+    if split:
+        summary["orchestration_cpu"] = {"per_wave_s": round(split[0], 1), "per_user_ms": round(split[1], 1)}
+    (RESULTS / "wave.json").write_text(json.dumps(summary, indent=1))
 
 
 if __name__ == "__main__":
