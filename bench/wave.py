@@ -187,7 +187,16 @@ def per_wave_and_user(runs: list[dict[str, Any]]) -> tuple[float, float] | None:
 def main() -> None:
     console = Console()
     spying = os.environ.get("BENCH_PROFILE", "") not in ("", "0")
-    runs = [one_size(n, spying, console) for n in sizes(load_inventory(Path("inventory")).user_count())]
+    runs: list[dict[str, Any]] = []
+    for n in sizes(load_inventory(Path("inventory")).user_count()):
+        runs.append(one_size(n, spying, console))
+        r = runs[-1]
+        console.print(
+            f"{n} users: wave {r['wave']['wall_s']} s, floor {r['floor']['wall_s']} s ({r['ratio']:.2f} x), "
+            f"orchestration CPU {r['orchestration_cpu_s']} s ({100 * r['orchestration_cpu_share']:.1f} %)"
+        )
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "wave.json").write_text(json.dumps({"sizes": runs}, indent=1))  # so far: a later size may fail
     table = Table(title="waves against their floors (concurrency 8, gate open, preflight included)")
     for col in ("", *(f"{r['users']:,} users" for r in runs)):
         table.add_column(col, justify="right" if col else "left")
