@@ -20,7 +20,7 @@ from ikomm.leases import Lease
 from ikomm.ledger import Ledger, url_for
 from ikomm.rollback import UserRollback, owned_keys, recorded_run, rollback_user
 from ikomm.wave_run import WaveRun
-from tasks.user import PER_USER, last_attempt, with_wave_retries
+from tasks.user import PER_USER, last_attempt, quiet_console, with_wave_retries
 
 RUNS: dict[str, WaveRun] = {}
 
@@ -46,6 +46,7 @@ def rollback_flow(
     concurrency: int = 8,
 ) -> list[dict[str, Any]]:
     """Roll back a wave (or some of its users, one municipality, some stages)."""
+    quiet_console()  # each user's "Finished in state" goes to the UI, not the operator's terminal; warnings print
     ledger = Ledger(url_for(Path(state_dir)))  # from the environment: a URL may carry a password
     run = recorded_run(ledger, load_inventory(Path(inventory)), wave_id, Path(state_dir))
     RUNS[wave_id] = run
