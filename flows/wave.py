@@ -35,6 +35,7 @@ from flows.batch import Batches, crash
 from flows.campaign import publish_status
 from flows.limits import leased
 from ikomm.campaign import campaign_status, status_markdown, wave_files
+from ikomm.chunks import chunks
 from ikomm.errors import ConflictError, IkommError
 from ikomm.inventory import Inventory, load_inventory
 from ikomm.leases import Lease
@@ -382,8 +383,7 @@ def await_recorded(task_run_ids: list[str], timeout: float = RECORDED_SECONDS) -
     deadline = time.monotonic() + timeout
     with get_client(sync_client=True) as client:
         while waiting:
-            chunks = [sorted(waiting)[i : i + 200] for i in range(0, len(waiting), 200)]  # the API's page size
-            for chunk in chunks:
+            for chunk in list(chunks(sorted(waiting), 200)):  # the API's page size
                 done = client.read_task_runs(
                     task_run_filter=TaskRunFilter(
                         id=TaskRunFilterId(any_=chunk),

@@ -36,6 +36,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import Field, model_validator
 
+from ikomm.chunks import chunks
 from ikomm.errors import InventoryError, Problem
 from ikomm.inventory import Inventory
 from ikomm.inventory.load import load_yaml_model
@@ -234,9 +235,8 @@ def plan_campaign(inv: Inventory, campaign: Campaign, moved: frozenset[str] = fr
         pending = sorted(deferred, key=lambda d: (order[d[0].muni], d[0].user.department, d[0].user.legacy_id))
         for binding in dict.fromkeys(_binding(inv, wu.muni) for wu, _ in pending):  # a tenant's sweeps are its own
             mine = [wu for wu, _ in pending if _binding(inv, wu.muni) == binding]
-            for start in range(0, len(mine), cap):
-                chunk = mine[start : start + cap]
-                open_night(sorted({wu.muni for wu in chunk}, key=order.__getitem__), "sweep").users = chunk
+            for chunk in chunks(mine, cap):
+                open_night(sorted({wu.muni for wu in chunk}, key=order.__getitem__), "sweep").users = list(chunk)
     shared = [m for m in spec.order if not _binding(inv, m)]
     if shared:
         waves.append(PlannedWave(f"{spec.prefix}{len(waves) + 1:02d}-last-call", upcoming, "last-call", shared))

@@ -39,12 +39,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from ikomm.chunks import chunks
 from ikomm.errors import ConflictError
 
 STATES = ("pending", "running", "migrated", "verified", "failed", "held", "rolled_back", "left_out")
 WAVE_ONLY = ("skipped", "handed_over")  # a wave's row only: the user is, or went, elsewhere
 FINAL = ("verified", "failed", "held", "rolled_back", "left_out", *WAVE_ONLY)
 TAKEABLE = ("held", "failed", "rolled_back", "left_out")  # not moved, and no wave working on them
+IN_LIST = 500  # keys in one IN (...): small enough for any database
 
 meta = sa.MetaData()
 waves_t = sa.Table(
@@ -785,7 +787,7 @@ def _settle(
     """Where each user of the wave stands and what opening the wave does with them (Ledger.open_wave)."""
     current = {
         r.key: r
-        for chunk in _chunks([k for k, _, _ in users])
+        for chunk in chunks([k for k, _, _ in users], IN_LIST)
         for r in conn.execute(sa.select(users_t).where(users_t.c.key.in_(chunk)))
     }
     mine = {r.key: r for r in conn.execute(sa.select(wave_users_t).where(wave_users_t.c.wave == wave_id))}
@@ -831,12 +833,6 @@ def _event(key: str, wave: str, state: str, stage: str, message: str, at: str) -
 def _row(user: Any) -> dict[str, Any]:
     """The per-wave columns of a users row."""
     return {k: getattr(user, k) for k in ("muni", "legacy_id", "account", "state", "stage", "reason")}
-
-
-def _chunks(items: list[str], size: int = 500) -> Iterator[list[str]]:
-    """items in slices small enough for an IN (...) on any database."""
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
 
 
 def _owner_only(database: Path) -> None:

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
+from ikomm.chunks import chunks
 from ikomm.connectors.directory import DirectoryConnector
 from ikomm.errors import IkommError, InvalidInputError
 from ikomm.ledger import FINAL
@@ -206,11 +207,7 @@ def _bytes_to_copy(run: WaveRun, users: list[WaveUser]) -> int:
     roots: dict[str, list[str]] = {}
     for wu in users:
         roots.setdefault(wu.muni, []).extend(src_root for _kind, src_root, _dst in trees(run, wu))
-    lots = [
-        (muni, paths[i : i + WALKED_TOGETHER])
-        for muni, paths in roots.items()
-        for i in range(0, len(paths), WALKED_TOGETHER)
-    ]
+    lots = [(muni, lot) for muni, paths in roots.items() for lot in chunks(paths, WALKED_TOGETHER)]
 
     def size(lot: tuple[str, list[str]]) -> int:
         total = 0

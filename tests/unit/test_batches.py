@@ -13,6 +13,7 @@ import yaml
 
 from ikomm.batches import batch_name, batches
 from ikomm.budget import Budget, SharedBudget
+from ikomm.chunks import chunks
 from ikomm.inventory import Inventory, load_inventory
 from ikomm.leases import Claim, this_process
 from ikomm.ledger import Ledger
@@ -112,3 +113,11 @@ def test_a_claim_leaves_users_a_live_process_holds_and_takes_those_of_a_dead_one
         assert {name for name, _, _ in ledger.leases()} == {"user:a"}  # given back, the other's kept
     finally:
         child.kill()
+
+
+def test_chunks_keep_every_item_once_in_order_and_refuse_a_size_below_one() -> None:
+    assert [list(c) for c in chunks([1, 2, 3, 4, 5], 2)] == [[1, 2], [3, 4], [5]]
+    assert list(chunks([], 3)) == []
+    assert [list(c) for c in chunks("abc", 3)] == [["a", "b", "c"]]
+    with pytest.raises(ValueError, match="at least 1"):
+        list(chunks([1], 0))
