@@ -88,16 +88,19 @@ class Progress:
         self.update()
 
     def reload(self) -> None:
-        """Read every user's state from the ledger, then update: other processes move them (workers)."""
-        users = {r.key: (r.state, r.stage) for r in self.run.ledger.users(self.run.wave.id)}
-        with self.lock:
-            self.users = users
-        self.update()
+        """Count the wave's users in the ledger, then publish: other processes move them (workers)."""
+        final, prepared = self.run.ledger.progress(self.run.wave.id)
+        self.publish(final + 0.5 * prepared)
 
     def update(self) -> None:
+        """Publish the progress of the state changes seen in this process."""
         with self.lock:
             states = list(self.users.values())
-        done = sum(1.0 if state in FINAL else 0.5 if stage == "prepared" else 0.0 for state, stage in states)
+        self.publish(sum(1.0 if state in FINAL else 0.5 if stage == "prepared" else 0.0 for state, stage in states))
+
+    def publish(self, done: float) -> None:
+        """The progress artifact (done: users in a final state, half a user for each one prepared), and every
+        10 s the table of users per municipality and state."""
         update_progress_artifact(self.artifact, min(100.0, 100.0 * done / self.total))
         if time.monotonic() - self.last_table >= 10.0:  # the table is a new version each time: less often
             self.last_table = time.monotonic()

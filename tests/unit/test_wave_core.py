@@ -112,6 +112,9 @@ def test_ledger_records_once_and_lists_newest_first(tmp_path: Path) -> None:
     assert ledger.user("a/1").reason == "why"  # type: ignore[union-attr]
     assert [e["state"] for e in ledger.events("a/1")] == ["pending", "failed"]
     assert ledger.counts("w") == {("a", "failed"): 1, ("a", "pending"): 1}
+    assert ledger.progress("w") == (1, 0)  # final, prepared: counted by the database for the progress artifact
+    ledger.set_user("a/2", "running", "prepared", "ready for the cutover", wave="w")
+    assert ledger.progress("w") == (1, 1) and ledger.progress("other") == (0, 0)
     ledger.mark_undone(first)
     assert ledger.plan_change("a/1", "w", "account", "ldap:platform", "modify", "CN=x", {"before": 2}) == first
     assert ledger.changes("a/1", ("account",))[0].undo == {"before": 2}  # made again after an undo: a new before
