@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 APT_PACKAGES := slapd ldap-utils samba samba-ad-dc winbind openssh-server python3-venv chromium postgresql redis-server
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: setup apt venv test lint unit integration demo bench bench-campaign bench-cockpit bench-tenant bench-scale lab-up lab-down clean
+.PHONY: setup apt venv test lint unit integration demo bench bench-campaign bench-cockpit bench-tenant bench-scale bench-prefect-floor lab-up lab-down clean
 
 setup: apt venv
 
@@ -72,6 +72,7 @@ bench: setup
 	$(BIN)/python -m bench.lab_start
 	$(BIN)/python -m bench.connectors
 	$(BIN)/python -m bench.wave
+	$(BIN)/python -m bench.prefect_floor
 	$(BIN)/python -m bench.cockpit
 	$(BIN)/python -m bench.campaign
 	$(BIN)/python -m bench.tenant
@@ -88,6 +89,10 @@ bench-campaign: setup
 
 bench-cockpit: setup
 	$(BIN)/python -m bench.cockpit
+
+# Prefect alone in the wave's shape (no migration work), 100, 300 and 500 users: about 10 min
+bench-prefect-floor: setup
+	$(BIN)/python -m bench.prefect_floor
 
 clean:
 	-$(BIN)/ikomm serve --stop

@@ -11,6 +11,7 @@ samples by the functions of this project and a few of Prefect's on the stack (wh
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -22,9 +23,12 @@ FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
 
 def spy_argv(out: Path) -> list[str]:
-    """The py-spy command to put in front of a command to record it (GIL samples, raw format)."""
+    """The py-spy command to put in front of a command to record it (raw format): GIL samples, or with
+    BENCH_PROFILE=cpu every thread on a core, named (CPU spent outside the GIL too: SQLite, crypto, waits
+    for the GIL)."""
     exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    return [exe, "record", "--gil", "--rate", "100", "--format", "raw", "--nonblocking", "-o", str(out), "--"]
+    mode = ["--threads"] if os.environ.get("BENCH_PROFILE") == "cpu" else ["--gil"]
+    return [exe, "record", *mode, "--rate", "100", "--format", "raw", "--nonblocking", "-o", str(out), "--"]
 
 
 def spy_pid(pid: int, out: Path) -> subprocess.Popen[bytes]:
