@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
-import time
 from typing import Any, cast
 
 from rich.console import Console
 from rich.table import Table
 
-from bench.wave import RESULTS, cpu_seconds, per_wave_and_user, tree
+from bench.wave import RESULTS, measured, per_wave_and_user, tree
 from ikomm import server
 
 STATE = RESULTS / "prefect-floor-state"
@@ -73,25 +71,16 @@ def client(users: int, variant: str) -> None:
 
 
 def one_run(users: int, variant: str, server_pid: int, env: dict[str, str]) -> dict[str, Any]:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    server_before = cpu_seconds(tree(server_pid))
-    t0 = time.monotonic()
-    subprocess.run(
-        [sys.executable, "-m", "bench.prefect_floor", "--client", str(users), variant],
-        env=env,
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wall = time.monotonic() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime
+    argv = [sys.executable, "-m", "bench.prefect_floor", "--client", str(users), variant]
+    got = measured(argv, env, tree(server_pid))
+    if got["exit"] != 0:
+        raise SystemExit(f"the {variant} flow of {users} users ended with exit code {got['exit']}")
     return {
         "users": users,
         "variant": variant,
-        "wall_s": round(wall, 1),
-        "client_cpu_s": round(cpu, 1),
-        "server_cpu_s": round(cpu_seconds(tree(server_pid)) - server_before, 1),
+        "wall_s": got["wall_s"],
+        "client_cpu_s": got["cpu_s"],
+        "server_cpu_s": got["extra_cpu_s"],
     }
 
 

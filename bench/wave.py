@@ -63,9 +63,11 @@ def lab_pids(lab: Lab) -> list[int]:
     return [p for r in process.load(lab.pids) for p in tree(r.pid)]
 
 
-def measured(argv: list[str], env: dict[str, str], extra: list[int], lab: Lab) -> dict[str, float]:
-    """Run argv; wall time, its CPU, the extra processes' CPU, the lab's CPU, peak PSS of argv's tree + extra."""
-    lab_before, extra_before = cpu_seconds(lab_pids(lab)), cpu_seconds(extra)
+def measured(argv: list[str], env: dict[str, str], extra: list[int], lab: Lab | None = None) -> dict[str, float]:
+    """Run argv; wall time, its CPU, the extra processes' CPU, the lab's CPU (0 without a lab), peak PSS of argv's
+    tree + extra."""
+    labs = lambda: lab_pids(lab) if lab is not None else []  # noqa: E731
+    lab_before, extra_before = cpu_seconds(labs()), cpu_seconds(extra)
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -87,7 +89,7 @@ def measured(argv: list[str], env: dict[str, str], extra: list[int], lab: Lab) -
         "wall_s": round(wall, 1),
         "cpu_s": round(after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime, 1),
         "extra_cpu_s": round(cpu_seconds(extra) - extra_before, 1),
-        "lab_cpu_s": round(cpu_seconds(lab_pids(lab)) - lab_before, 1),
+        "lab_cpu_s": round(cpu_seconds(labs()) - lab_before, 1),
         "peak_pss_mib": round(peak[0] / 1024),
     }
 
