@@ -386,7 +386,7 @@ def await_recorded(task_run_ids: list[str], timeout: float = RECORDED_SECONDS) -
     deadline = time.monotonic() + timeout
     with get_client(sync_client=True) as client:
         while waiting:
-            for chunk in list(chunks(sorted(waiting), 200)):  # the API's page size
+            for chunk in chunks(sorted(waiting), 200):  # the API's page size
                 done = client.read_task_runs(
                     task_run_filter=TaskRunFilter(
                         id=TaskRunFilterId(any_=chunk),
