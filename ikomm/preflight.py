@@ -14,7 +14,7 @@ down) says so instead of passing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -209,7 +209,7 @@ def _bytes_to_copy(run: WaveRun, users: list[WaveUser]) -> int:
         roots.setdefault(wu.muni, []).extend(src_root for _kind, src_root, _dst in trees(run, wu))
     lots = [(muni, lot) for muni, paths in roots.items() for lot in chunks(paths, WALKED_TOGETHER)]
 
-    def size(lot: tuple[str, list[str]]) -> int:
+    def size(lot: tuple[str, Sequence[str]]) -> int:
         total = 0
         for found in run.c.legacy_files(lot[0]).manifests(lot[1], hashes=False).values():
             if isinstance(found, InvalidInputError):  # no such folder

@@ -29,7 +29,7 @@ import socket
 import stat
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -248,7 +248,7 @@ class FileServer:
         return found
 
     def manifests(
-        self, roots: list[str], hashes: bool = True, skip: Callable[[str, bool], bool] = is_junk
+        self, roots: Sequence[str], hashes: bool = True, skip: Callable[[str, bool], bool] = is_junk
     ) -> dict[str, Manifest | IkommError]:
         """`manifest` of each root, walked together over one session: the folders of a level of every tree are
         listed with their requests in flight at once (`_list_folders`), not four round trips a folder one after
