@@ -15,6 +15,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.futures import PrefectFuture, wait
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
+from flows import without_heartbeats
 from ikomm.inventory import load_inventory
 from ikomm.leases import Lease
 from ikomm.ledger import Ledger, url_for
@@ -86,7 +87,7 @@ def _report(wave_id: str, reports: list[dict[str, Any]]) -> str:
 def run_rollback(wave_id: str, **kwargs: Any) -> list[UserRollback]:
     """Run the rollback flow in this process, as the wave's one writer, tagged with the wave."""
     ledger = Ledger(url_for(Path(str(kwargs["state_dir"]))))
-    with Lease(ledger, f"wave:{wave_id}"), tags(f"wave:{wave_id}", "rollback"):
+    with Lease(ledger, f"wave:{wave_id}"), without_heartbeats(), tags(f"wave:{wave_id}", "rollback"):
         concurrency = int(kwargs.get("concurrency", 8))
         runner = cast(TaskRunner[PrefectFuture[Any]], ThreadPoolTaskRunner(max_workers=concurrency))
         flow_ = rollback_flow.with_options(task_runner=runner)

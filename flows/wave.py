@@ -31,6 +31,7 @@ from prefect.runtime import flow_run
 from prefect.states import Completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows import without_heartbeats
 from flows.batch import Batches, crash
 from flows.campaign import publish_status
 from flows.limits import leased
@@ -340,7 +341,8 @@ def run_wave(
         opening = open_wave(ledger, inv, wave, include, take_open)
         LOADED[str(inventory.resolve())] = inv
         try:
-            with tags(f"wave:{wave.id}"):  # the municipalities: the wave's flow run all, a user's task run theirs
+            # the municipalities: the wave's flow run all, a user's task run theirs
+            with without_heartbeats(), tags(f"wave:{wave.id}"):
                 result: dict[str, Any] = wave_flow(  # type: ignore[assignment]  # a flow returning a State gives its data
                     wave.id,
                     str(wave_file.resolve()),
