@@ -9,6 +9,7 @@ its messaging broker and cache.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ import urllib.request
 from pathlib import Path
 
 from ikomm.errors import FatalError
+from ikomm.processes import group_alive
 
 HOST = "127.0.0.1"
 
@@ -173,8 +175,9 @@ def spawned(name: str) -> int | None:
     return pid
 
 
-def stop_spawned(name: str) -> bool:
-    """Stop the background process of that name (its whole session); False if none was running."""
+def stop_spawned(name: str, grace: float = 10.0) -> bool:
+    """Stop the background process of that name (its whole session: SIGTERM, SIGKILL after grace seconds); False
+    if none was running."""
     pid_file = state_dir() / "prefect" / f"{name}.pid"
     if not pid_file.is_file():
         return False
@@ -184,11 +187,11 @@ def stop_spawned(name: str) -> bool:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
         return False
-    for _ in range(100):
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not group_alive(pid):
             return True
-        time.sleep(0.1)
-    os.killpg(pid, signal.SIGKILL)
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
     return True

@@ -38,6 +38,7 @@ from ikomm.inventory import Inventory
 from ikomm.inventory.load import tenant_kits
 from ikomm.inventory.models import DirectoryConfig, FileServerConfig, Municipality
 from ikomm.naming import netbios_domain
+from ikomm.processes import pgid_of
 from lab import process, seed
 from lab.keys import LabCA, new_password, new_ssh_key, write_private
 
@@ -220,7 +221,7 @@ class Lab:
     def memory_kib(self) -> int:
         """Proportional set size (shared pages split among sharers) of every lab process, in KiB."""
         groups = {p.pid for p in process.load(self.pids) if process.is_alive(p)}
-        members = [int(e) for e in os.listdir("/proc") if e.isdigit() and process.pgid_of(int(e)) in groups]
+        members = [int(e) for e in os.listdir("/proc") if e.isdigit() and pgid_of(int(e)) in groups]
         return process.pss_kib(members)
 
     # --- building -------------------------------------------------------------------------------

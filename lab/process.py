@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ikomm.errors import LabError
+from ikomm.processes import group_alive
 
 
 @dataclass(frozen=True)
@@ -102,23 +103,12 @@ def stop(proc: Running, grace: float = 5.0) -> bool:
         return False
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        if not _group_alive(proc.pid):
+        if not group_alive(proc.pid):
             return True
         time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     return True
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    # zombies of our own children still count as a group member until reaped
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pgid, os.WNOHANG)
-    return any(pgid_of(int(p)) == pgid for p in os.listdir("/proc") if p.isdigit())
 
 
 def descendants(root: int) -> list[int]:
@@ -150,17 +140,6 @@ def pss_kib(pids: list[int]) -> int:
         except (OSError, IndexError, ValueError):
             continue
     return total
-
-
-def pgid_of(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    if fields[0] == "Z":
-        return None
-    return int(fields[2])
 
 
 def save(path: Path, procs: list[Running]) -> None:

@@ -18,6 +18,7 @@ from ldap3.core.exceptions import LDAPException, LDAPSocketOpenError
 
 from ikomm.inventory import Inventory
 from ikomm.inventory.models import DirectoryConfig, FileServerConfig
+from ikomm.processes import pgid_of
 from ikomm.secrets import resolve_secret
 from lab import process, seed
 from lab.manager import Lab
@@ -263,7 +264,7 @@ def test_down_stops_everything_and_up_again_is_warm(lab: Lab, repo: Path) -> Non
     procs = process.load(lab.pids)
     groups = {p.pid for p in procs}
     assert sorted(lab.down()) == sorted(p.name for p in procs)
-    leftover = [pid for pid in os.listdir("/proc") if pid.isdigit() and process.pgid_of(int(pid)) in groups]
+    leftover = [pid for pid in os.listdir("/proc") if pid.isdigit() and pgid_of(int(pid)) in groups]
     assert leftover == []
     assert lab.down() == []
     assert lab.up() == "warm"

@@ -1,0 +1,41 @@
+"""A process group counts as running while a member runs, not while exited members wait to be reaped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from ikomm import server
+from ikomm.processes import group_alive
+
+
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def test_a_group_whose_leader_has_exited_is_not_running_though_nobody_reaped_it() -> None:
+    child = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    assert group_alive(child.pid)
+    os.kill(child.pid, signal.SIGTERM)
+    for _ in range(200):
+        if _state(child.pid) == "Z":  # exited; its parent (this process) has not waited for it
+            break
+        time.sleep(0.05)
+    os.killpg(child.pid, 0)  # the kernel still has the group
+    assert not group_alive(child.pid)
+    assert not Path(f"/proc/{child.pid}").exists()  # reaped by the look
+
+
+def test_stop_spawned_stops_what_it_started_and_forgets_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IKOMM_STATE", str(tmp_path))
+    proc = server.spawn("sleeper", ["sleep", "30"], dict(os.environ))
+    assert server.spawned("sleeper") == proc.pid
+    assert server.stop_spawned("sleeper", grace=60.0)
+    assert proc.poll() is not None
+    assert server.spawned("sleeper") is None
+    assert not server.stop_spawned("sleeper")
