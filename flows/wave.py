@@ -399,7 +399,7 @@ def await_recorded(task_run_ids: list[str], timeout: float = RECORDED_SECONDS) -
                 waiting -= {t.id for t in done}
             if not waiting or time.monotonic() > deadline:
                 break
-            time.sleep(0.5)
+            time.sleep(0.2)
     return len(waiting)
 
 
@@ -447,8 +447,12 @@ def add_tags(labels: list[str]) -> None:
         client.update_flow_run(me.id, tags=sorted({*me.tags, *labels}))
 
 
-def approve_wave(wave_id: str, approval: dict[str, Any]) -> str:
-    """Resume the wave's paused flow run with the lead's answer; return the flow run id."""
+def approve_wave(wave_id: str, approval: dict[str, Any], ledger: Ledger, wait: float = 30.0) -> str:
+    """Resume the wave's paused flow run with the lead's answer; return the flow run id.
+
+    The ledger says awaiting-approval just before the flow run asks the server to pause it: an answer given in
+    between waits for the pause (up to wait seconds) rather than being refused.
+    """
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         FlowRunFilter,
@@ -459,14 +463,17 @@ def approve_wave(wave_id: str, approval: dict[str, Any]) -> str:
     from prefect.client.schemas.objects import StateType
     from prefect.flow_runs import resume_flow_run
 
+    paused = FlowRunFilter(
+        name=FlowRunFilterName(any_=[wave_id]),
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])),
+    )
+    deadline = time.monotonic() + wait
     with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(
-                name=FlowRunFilterName(any_=[wave_id]),
-                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])),
-            )
-        )
-    if not runs:
-        raise ConflictError(f"wave {wave_id} is not waiting for approval (no paused flow run named {wave_id!r})")
+        while not (runs := client.read_flow_runs(flow_run_filter=paused)):
+            asking = (ledger.wave(wave_id) or {}).get("state") == "awaiting-approval"
+            if not asking or time.monotonic() > deadline:
+                why = f"no paused flow run named {wave_id!r}" + (f" after {wait:.0f} s" if asking else "")
+                raise ConflictError(f"wave {wave_id} is not waiting for approval ({why})")
+            time.sleep(0.2)
     resume_flow_run(runs[0].id, run_input=Approval(**approval).model_dump())
     return str(runs[0].id)

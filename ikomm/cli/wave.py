@@ -367,7 +367,8 @@ def wave_approve(
     from flows.wave import approve_wave
 
     try:
-        run_id = approve_wave(wave_id, {"approved": not reject, "approver": approver, "comment": comment})
+        answer = {"approved": not reject, "approver": approver, "comment": comment}
+        run_id = approve_wave(wave_id, answer, Ledger(ledger_url()))
     except IkommError as exc:
         raise fail(exc) from None
     console.print(f"wave {wave_id}: cutover {'rejected' if reject else 'approved'} (flow run {run_id})")

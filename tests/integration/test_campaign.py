@@ -129,7 +129,6 @@ def test_overlapping_and_concurrent_waves_rollback_and_requeue(
         time.sleep(0.2)
     second = env.ikomm("wave", "run", str(everyone), inventory=inv.root)
     assert second.returncode != 0 and "is being run by process" in output(env)
-    time.sleep(3)  # the pause reaches the server
     approve = subprocess.run(
         [sys.executable, "-m", "ikomm", "wave", "approve", "gausdal-alle"],
         env={**os.environ, **env.vars},

@@ -342,7 +342,6 @@ def test_approval_gate_waits_for_the_lead(env: Env, lab_inventory: Inventory) ->
             break
         assert proc.poll() is None, (env.dir / "ikomm-output.log").read_text()[-3000:]
         time.sleep(0.3)
-    time.sleep(3)  # the pause reaches the server
     assert all(u.stage == "prepared" or u.state in FINAL for u in ledger.users("godkjenn"))
     approve = subprocess.run(
         [sys.executable, "-m", "ikomm", "wave", "approve", "godkjenn", "--approver", "leder@ikomm.no"],
