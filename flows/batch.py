@@ -46,7 +46,7 @@ from tasks.user import RUNS
 
 POOL = "ikomm"
 DEPLOYMENT = f"wave-batch/{POOL}"
-POLL_SECONDS = 2.0
+POLL_SECONDS = 1.0  # the batches' states and the progress count: a few ms of queries a time
 UNCLAIMED_SECONDS = 120.0  # a batch taken this long ago without its lease in the ledger has lost its process
 ATTEMPTS = 3  # submissions of a batch's users at most (the first and two after a lost or failed batch)
 

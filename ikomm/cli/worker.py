@@ -20,8 +20,8 @@ app = typer.Typer(help="Workers that run waves' batches (Prefect process workers
 
 ONLINE_SECONDS = 60.0
 # How often a worker asks for a batch to run: Prefect's default is every 10 s, so a worker that ended a batch
-# sat idle 5 s on average before the next (several times a phase). The query is one small request.
-QUERY_SECONDS = "2"
+# sat idle 5 s on average before the next (several times a phase). The query is one small request a second.
+QUERY_SECONDS = "1"
 
 
 def _argv(name: str, limit: int) -> list[str]:

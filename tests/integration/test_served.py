@@ -38,7 +38,7 @@ def wait_for(api: str, flow_run: str, types: tuple[str, ...], timeout: float = 2
         if state["type"] in types:
             return state
         assert time.monotonic() < deadline, f"flow run {flow_run} still {state['type']} after {timeout:.0f} s"
-        time.sleep(1)
+        time.sleep(0.3)
 
 
 def paused_run(api: str, name: str, timeout: float = 240) -> str:
@@ -51,7 +51,7 @@ def paused_run(api: str, name: str, timeout: float = 240) -> str:
         ).json()
         if runs:
             return str(runs[0]["id"])
-        time.sleep(1)
+        time.sleep(0.3)
     raise AssertionError(f"no paused flow run {name!r} within {timeout:.0f} s")
 
 
@@ -112,5 +112,5 @@ def _waits_for_deployments(api: str, timeout: float = 60) -> None:
         names = {d["name"] for d in httpx.post(f"{api}/deployments/filter", json={}, timeout=30).json()}
         if {"wave", "rollback"} <= names:
             return
-        time.sleep(1)
+        time.sleep(0.3)
     raise AssertionError("the served deployments did not appear")

@@ -136,7 +136,7 @@ def ui_task_runs(api: str, flow_run: str, expected: int) -> set[str]:
         names = {r["name"] for r in task_runs_of(api, flow_run)}
         if len(names) >= expected:
             break
-        time.sleep(2)
+        time.sleep(0.5)
     return names
 
 
@@ -151,7 +151,7 @@ def ui_task_run_states(api: str, flow_run: str) -> dict[str, tuple[str, str, str
         }
         if time.monotonic() > deadline or all(t in ("COMPLETED", "FAILED", "CRASHED") for t, _, _ in states.values()):
             return states
-        time.sleep(2)
+        time.sleep(0.5)
 
 
 def test_wave_moves_everyone_checks_out_and_rerun_is_a_no_op(
