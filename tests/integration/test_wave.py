@@ -355,3 +355,12 @@ def test_approval_gate_waits_for_the_lead(env: Env, lab_inventory: Inventory) ->
     wave_row = ledger.wave("godkjenn")
     assert wave_row is not None and wave_row["approval"]["approver"] == "leder@ikomm.no"
     assert {u.state for u in ledger.users("godkjenn")} <= {"verified", "held"}
+    again = subprocess.run(
+        [sys.executable, "-m", "ikomm", "wave", "approve", "godkjenn"],
+        env={**os.environ, **env.vars},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert again.returncode != 0 and "godkjenn is not waiting for approval" in again.stdout + again.stderr
+    assert (ledger.wave("godkjenn") or {})["approval"]["approver"] == "leder@ikomm.no"  # the answer stands
