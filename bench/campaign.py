@@ -104,6 +104,7 @@ def main() -> None:
     states = Counter(u.state for u in ledger.everyone())
     moved = states.get("verified", 0)
     policy_moves = sum(1 for _, u in inv.all_users() if u.enabled)
+    share = round(moved / max(policy_moves, 1), 4)
     result = {
         "waves": len(waves),
         "runs": [{"wave": w, "pass": p, "exit": c, "seconds": round(s, 1)} for w, p, c, s in timings],
@@ -111,7 +112,7 @@ def main() -> None:
         "moved": moved,
         "states": dict(states),
         "policy_moves": policy_moves,
-        "moved_share": round(moved / max(policy_moves, 1), 4),
+        "moved_share": share,
         "users_per_hour": round(moved / (total / 3600)),
         "audit_isolation": {"exit": audit_code, "seconds": round(audit_seconds, 1)},
     }
@@ -122,7 +123,7 @@ def main() -> None:
     table.add_column("value", justify="right")
     table.add_row("waves (runs)", f"{len(waves)} ({len(timings)})")
     table.add_row("total time", f"{total:.0f} s")
-    table.add_row("users moved", f"{moved} of {policy_moves} the policy moves ({100 * result['moved_share']:.1f} %)")
+    table.add_row("users moved", f"{moved} of {policy_moves} the policy moves ({100 * share:.1f} %)")
     table.add_row("users per hour", str(result["users_per_hour"]))
     table.add_row("states", ", ".join(f"{s} {n}" for s, n in sorted(states.items())))
     table.add_row("audit isolation afterwards", f"exit {audit_code}, {audit_seconds:.1f} s")

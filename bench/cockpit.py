@@ -100,9 +100,10 @@ def main() -> None:
     for col in ("users", "command", "wall s", "CPU s (client)", "exit"):
         table.add_column(col)
     for r in results:
-        wall, cpu = r["wall_s"], r["cpu_s"]
-        assert isinstance(wall, list) and isinstance(cpu, list)
-        table.add_row(str(r["users"]), str(r["command"]), f"{wall[0]}-{wall[1]}", f"{cpu[0]}-{cpu[1]}", str(r["exit"]))
+        wall_span, cpu_span = r["wall_s"], r["cpu_s"]
+        assert isinstance(wall_span, list) and isinstance(cpu_span, list)
+        wall_s, cpu_s = f"{wall_span[0]}-{wall_span[1]}", f"{cpu_span[0]}-{cpu_span[1]}"
+        table.add_row(str(r["users"]), str(r["command"]), wall_s, cpu_s, str(r["exit"]))
     console.print(table)
 
 

@@ -179,7 +179,7 @@ def main() -> None:
         table.add_column(col)
     first = results[0]
     for r in results:
-        ratio = f"{float(r['wall_s']) / float(first['wall_s']):.2f} x ({int(r['users']) / int(first['users']):.1f} x)"  # type: ignore[arg-type]
+        ratio = f"{float(r['wall_s']) / float(first['wall_s']):.2f} x ({int(r['users']) / int(first['users']):.1f} x)"  # type: ignore[arg-type,call-overload]
         table.add_row(
             str(r["users"]),
             f"{r['wall_s']} s",

@@ -66,7 +66,10 @@ def lab_pids(lab: Lab) -> list[int]:
 def measured(argv: list[str], env: dict[str, str], extra: list[int], lab: Lab | None = None) -> dict[str, float]:
     """Run argv; wall time, its CPU, the extra processes' CPU, the lab's CPU (0 without a lab), peak PSS of argv's
     tree + extra."""
-    labs = lambda: lab_pids(lab) if lab is not None else []  # noqa: E731
+
+    def labs() -> list[int]:
+        return lab_pids(lab) if lab is not None else []
+
     lab_before, extra_before = cpu_seconds(labs()), cpu_seconds(extra)
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
