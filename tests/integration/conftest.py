@@ -120,6 +120,17 @@ class Env:
         path.write_text(yaml.safe_dump(spec, allow_unicode=True), encoding="utf-8")
         return path
 
+    def said(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        """`ikomm ARGS` as a lead runs it, without a terminal, in this test's environment; its output captured."""
+        return subprocess.run(
+            [sys.executable, "-m", "ikomm", *args],
+            env={**os.environ, **self.vars},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
     def ikomm(self, *args: str, inventory: Path, wait: bool = True) -> subprocess.Popen[str]:
         argv = [sys.executable, "-m", "ikomm", *args, "--inventory", str(inventory)]
         out = open(self.dir / "ikomm-output.log", "a", encoding="utf-8")  # noqa: SIM115 (closed by the child's end)

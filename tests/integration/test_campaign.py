@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -129,13 +126,7 @@ def test_overlapping_and_concurrent_waves_rollback_and_requeue(
         time.sleep(0.2)
     second = env.ikomm("wave", "run", str(everyone), inventory=inv.root)
     assert second.returncode != 0 and "is being run by process" in output(env)
-    approve = subprocess.run(
-        [sys.executable, "-m", "ikomm", "wave", "approve", "gausdal-alle"],
-        env={**os.environ, **env.vars},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    approve = env.said("wave", "approve", "gausdal-alle", timeout=60)
     assert approve.returncode == 0, approve.stderr + approve.stdout
     assert racing.wait(timeout=600) == 0, output(env)[-3000:]
     rows = {u.key: u for u in ledger.users("gausdal-alle")}

@@ -4,10 +4,8 @@ preflight refuses a stopped file server and a full application; rollback shows i
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +24,7 @@ pytestmark = pytest.mark.integration
 
 def ikomm(env: Env, *args: str, inventory: Path) -> subprocess.CompletedProcess[str]:
     """`ikomm ARGS` as a lead runs it, without a terminal; output captured."""
-    return subprocess.run(
-        [sys.executable, "-m", "ikomm", *args, "--inventory", str(inventory)],
-        env={**os.environ, **env.vars},
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    return env.said(*args, "--inventory", str(inventory), timeout=900)
 
 
 def world(inv: Inventory, lab: Lab) -> dict[str, Any]:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -343,24 +340,12 @@ def test_approval_gate_waits_for_the_lead(env: Env, lab_inventory: Inventory) ->
         assert proc.poll() is None, (env.dir / "ikomm-output.log").read_text()[-3000:]
         time.sleep(0.3)
     assert all(u.stage == "prepared" or u.state in FINAL for u in ledger.users("godkjenn"))
-    approve = subprocess.run(
-        [sys.executable, "-m", "ikomm", "wave", "approve", "godkjenn", "--approver", "leder@ikomm.no"],
-        env={**os.environ, **env.vars},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    approve = env.said("wave", "approve", "godkjenn", "--approver", "leder@ikomm.no", timeout=60)
     assert approve.returncode == 0, approve.stderr + approve.stdout
     assert proc.wait(timeout=300) == 0
     wave_row = ledger.wave("godkjenn")
     assert wave_row is not None and wave_row["approval"]["approver"] == "leder@ikomm.no"
     assert {u.state for u in ledger.users("godkjenn")} <= {"verified", "held"}
-    again = subprocess.run(
-        [sys.executable, "-m", "ikomm", "wave", "approve", "godkjenn"],
-        env={**os.environ, **env.vars},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    again = env.said("wave", "approve", "godkjenn", timeout=60)
     assert again.returncode != 0 and "godkjenn is not waiting for approval" in again.stdout + again.stderr
     assert (ledger.wave("godkjenn") or {})["approval"]["approver"] == "leder@ikomm.no"  # the answer stands
