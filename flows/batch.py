@@ -33,6 +33,7 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Crashed
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows import without_heartbeats
 from flows.limits import collection_guard, free_lost_slots, leased
 from ikomm import server
 from ikomm.batches import batch_name, batches
@@ -101,7 +102,8 @@ def wave_batch(
                 runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=concurrency)
                 # named as the batch, not '<wave> · <phase>': a resumed wave's run marks runs of that name Crashed
                 phase_flow = PHASE_FLOWS[phase].with_options(task_runner=runner, flow_run_name=name)
-                outcome: dict[str, int] = phase_flow(wave.id, todo)
+                with without_heartbeats():  # this batch's own run has Prefect's, from the worker's process
+                    outcome: dict[str, int] = phase_flow(wave.id, todo)
         finally:
             RUNS.pop(wave.id, None)
             run.c.close()
