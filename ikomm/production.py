@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -241,4 +242,10 @@ def stop() -> list[str]:
     """Stop Redis and PostgreSQL of this state folder; return the names of those that were running."""
     from ikomm.server import stop_spawned
 
-    return [name for name in ("redis", "postgres") if stop_spawned(name)]
+    stopped = ["redis"] if stop_spawned("redis") else []
+    # PostgreSQL's fast shutdown (SIGINT to the postmaster, as pg_ctl stop does): a client still connected (a
+    # wave's ledger, a worker) has its session ended and the database is shut down cleanly. SIGTERM would wait
+    # for every client to leave, and the SIGKILL after the grace period left a database to recover.
+    if stop_spawned("postgres", leader_signal=signal.SIGINT):
+        stopped.append("postgres")
+    return stopped

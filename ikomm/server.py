@@ -175,16 +175,20 @@ def spawned(name: str) -> int | None:
     return pid
 
 
-def stop_spawned(name: str, grace: float = 10.0) -> bool:
-    """Stop the background process of that name (its whole session: SIGTERM, SIGKILL after grace seconds); False
-    if none was running."""
+def stop_spawned(name: str, grace: float = 10.0, leader_signal: signal.Signals | None = None) -> bool:
+    """Stop the background process of that name and its whole session: SIGTERM to the session, or leader_signal to
+    the process alone (which stops its own children), then SIGKILL to what is left after grace seconds. False if
+    none was running."""
     pid_file = state_dir() / "prefect" / f"{name}.pid"
     if not pid_file.is_file():
         return False
     pid = int(pid_file.read_text())
     pid_file.unlink()
     try:
-        os.killpg(pid, signal.SIGTERM)
+        if leader_signal is None:
+            os.killpg(pid, signal.SIGTERM)
+        else:
+            os.kill(pid, leader_signal)
     except ProcessLookupError:
         return False
     deadline = time.monotonic() + grace

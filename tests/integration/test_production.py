@@ -140,9 +140,14 @@ def test_production_mode_a_wave_in_one_process_then_one_on_two_workers(
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
     for value in secrets.values():
         assert value not in said + logs + ps
+    connected = _ledger(state)
+    assert connected.wave("workers") is not None  # its pool keeps the connection open: a client at the stop
     assert ikomm(prod_env, "server", "stop").returncode == 0
     time.sleep(0.5)
     assert not any(answers(port) for port in PORTS.values())
+    pg_log = (state / "prefect" / "postgres.log").read_text()
+    assert "received fast shutdown request" in pg_log and "database system is shut down" in pg_log, pg_log[-2000:]
+    assert "unexpected postmaster exit" not in pg_log  # not killed: nothing for the next start to recover
 
 
 def _on_two_workers(prod_env: dict[str, str], lab_inventory: Inventory, state: Path) -> str:
