@@ -169,10 +169,9 @@ def spawned(name: str) -> int | None:
         return None
     pid = int(pid_file.read_text())
     try:
-        os.killpg(pid, 0)
-    except (ProcessLookupError, PermissionError):
+        return pid if group_alive(pid) else None
+    except PermissionError:  # the pid is another user's now
         return None
-    return pid
 
 
 def stop_spawned(name: str, grace: float = 10.0, leader_signal: signal.Signals | None = None) -> bool:

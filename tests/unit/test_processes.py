@@ -39,3 +39,13 @@ def test_stop_spawned_stops_what_it_started_and_forgets_it(tmp_path: Path, monke
     assert proc.poll() is not None
     assert server.spawned("sleeper") is None
     assert not server.stop_spawned("sleeper")
+
+
+def test_a_spawned_process_that_exited_is_not_running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IKOMM_STATE", str(tmp_path))
+    proc = server.spawn("crashing", ["sh", "-c", "exit 3"], dict(os.environ))
+    for _ in range(200):
+        if _state(proc.pid) == "Z":  # exited, not reaped: the group still answers kill(0)
+            break
+        time.sleep(0.05)
+    assert server.spawned("crashing") is None  # so `server start` starts it again
