@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import time
 from pathlib import Path
 
 
@@ -33,3 +35,14 @@ def group_alive(pgid: int) -> bool:
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pgid, os.WNOHANG)
     return any(pgid_of(int(p)) == pgid for p in os.listdir("/proc") if p.isdigit())
+
+
+def await_group_end(pgid: int, grace: float) -> None:
+    """Wait up to grace seconds for the group, just signalled to stop, to end; SIGKILL what is left of it then."""
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not group_alive(pgid):
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)

@@ -9,7 +9,6 @@ its messaging broker and cache.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -20,7 +19,7 @@ import urllib.request
 from pathlib import Path
 
 from ikomm.errors import FatalError
-from ikomm.processes import group_alive
+from ikomm.processes import await_group_end, group_alive
 
 HOST = "127.0.0.1"
 
@@ -190,11 +189,5 @@ def stop_spawned(name: str, grace: float = 10.0, leader_signal: signal.Signals |
             os.kill(pid, leader_signal)
     except ProcessLookupError:
         return False
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if not group_alive(pid):
-            return True
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
+    await_group_end(pid, grace)
     return True

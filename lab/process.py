@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ikomm.errors import LabError
-from ikomm.processes import group_alive
+from ikomm.processes import await_group_end
 
 
 @dataclass(frozen=True)
@@ -101,13 +101,7 @@ def stop(proc: Running, grace: float = 5.0) -> bool:
         os.killpg(proc.pid, signal.SIGTERM)
     except ProcessLookupError:
         return False
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if not group_alive(proc.pid):
-            return True
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
+    await_group_end(proc.pid, grace)
     return True
 
 
