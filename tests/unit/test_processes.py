@@ -14,18 +14,19 @@ from ikomm import server
 from ikomm.processes import group_alive
 
 
-def _state(pid: int) -> str:
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+def _until_zombie(pid: int) -> None:
+    """Wait until pid has exited and not been waited for by its parent (this process)."""
+    for _ in range(200):
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return
+        time.sleep(0.05)
 
 
 def test_a_group_whose_leader_has_exited_is_not_running_though_nobody_reaped_it() -> None:
     child = subprocess.Popen(["sleep", "30"], start_new_session=True)
     assert group_alive(child.pid)
     os.kill(child.pid, signal.SIGTERM)
-    for _ in range(200):
-        if _state(child.pid) == "Z":  # exited; its parent (this process) has not waited for it
-            break
-        time.sleep(0.05)
+    _until_zombie(child.pid)
     os.killpg(child.pid, 0)  # the kernel still has the group
     assert not group_alive(child.pid)
     assert not Path(f"/proc/{child.pid}").exists()  # reaped by the look
@@ -44,8 +45,5 @@ def test_stop_spawned_stops_what_it_started_and_forgets_it(tmp_path: Path, monke
 def test_a_spawned_process_that_exited_is_not_running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IKOMM_STATE", str(tmp_path))
     proc = server.spawn("crashing", ["sh", "-c", "exit 3"], dict(os.environ))
-    for _ in range(200):
-        if _state(proc.pid) == "Z":  # exited, not reaped: the group still answers kill(0)
-            break
-        time.sleep(0.05)
+    _until_zombie(proc.pid)  # the group still answers kill(0)
     assert server.spawned("crashing") is None  # so `server start` starts it again
