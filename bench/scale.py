@@ -20,12 +20,12 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
 import yaml
 from rich.console import Console
 from rich.table import Table
 
 from bench.wave import lab_pids, tree
+from flows.api import api_json
 from ikomm import production
 from ikomm.inventory import load_inventory
 from ikomm.ledger import Ledger
@@ -121,16 +121,16 @@ def one_size(users: int, console: Console) -> dict[str, object]:
         recorded = 0
         while time.monotonic() - t1 < 300:
             recorded = sum(
-                httpx.post(
-                    f"{api}/task_runs/count",
-                    json={
+                api_json(
+                    api,
+                    "/task_runs/count",
+                    {
                         "task_runs": {
                             "id": {"any_": links[i : i + 500]},
                             "state": {"type": {"any_": ["COMPLETED", "FAILED", "CRASHED"]}},
                         }
                     },
-                    timeout=60,
-                ).json()
+                )
                 for i in range(0, len(links), 500)
             )
             if recorded == len(links):

@@ -15,9 +15,9 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
+from flows.api import api_json
 from ikomm import production
 from ikomm.inventory import Inventory
 from ikomm.ledger import Ledger
@@ -78,9 +78,9 @@ def _in_one_process(prod_env: dict[str, str], inv: Inventory, state: Path) -> st
     api = prod_env["PREFECT_API_URL"]
     deadline, recorded = time.monotonic() + 60, -1
     while time.monotonic() < deadline:
-        flows = httpx.post(f"{api}/flow_runs/filter", json={"flow_runs": {"name": {"any_": ["prod · migrate"]}}})
+        flows = api_json(api, "/flow_runs/filter", {"flow_runs": {"name": {"any_": ["prod · migrate"]}}})
         ids = [f["id"] for f in flows.json()]
-        recorded = httpx.post(f"{api}/task_runs/count", json={"flow_runs": {"id": {"any_": ids}}}).json()
+        recorded = api_json(api, "/task_runs/count", {"flow_runs": {"id": {"any_": ids}}})
         if recorded == len(users):
             break
         time.sleep(1)
@@ -205,7 +205,7 @@ def _on_two_workers(prod_env: dict[str, str], lab_inventory: Inventory, state: P
     assert set(seen) <= {"verified", "held", "left_out"} and seen["verified"] >= len(users) // 2, seen
 
     api = prod_env["PREFECT_API_URL"]
-    batches = httpx.post(f"{api}/flow_runs/filter", json={"flow_runs": {"tags": {"all_": ["wave:workers"]}}}).json()
+    batches = api_json(api, "/flow_runs/filter", {"flow_runs": {"tags": {"all_": ["wave:workers"]}}})
     by_state: dict[str, list[str]] = {}
     for fr in batches:
         by_state.setdefault(fr["state_name"], []).append(fr["name"])
@@ -215,7 +215,7 @@ def _on_two_workers(prod_env: dict[str, str], lab_inventory: Inventory, state: P
 
     def count(ids: list[str], types: list[str]) -> int:
         query = {"task_runs": {"id": {"any_": ids}, "state": {"type": {"any_": types}}}}
-        return int(httpx.post(f"{api}/task_runs/count", json=query).json())
+        return int(api_json(api, "/task_runs/count", query))
 
     # every user's newest task run is in the API and finished (a user the killed batch had held stays linked to
     # its task run there, marked Crashed with the batch); every verified user's Completed
@@ -224,7 +224,7 @@ def _on_two_workers(prod_env: dict[str, str], lab_inventory: Inventory, state: P
     verified = [links[u.key] for u in users if u.state == "verified"]
     assert count(verified, ["COMPLETED"]) == len(verified)
 
-    limit = httpx.get(f"{api}/v2/concurrency_limits/ikomm-platform-ad").json()
+    limit = api_json(api, "/v2/concurrency_limits/ikomm-platform-ad")
     assert limit["limit"] == 4 and limit["active_slots"] == 0, limit  # the wave's value; every slot given back
     passwords = (state / "credentials" / "workers.csv").read_text()
     assert all(u.key in passwords for u in users if u.state == "verified")

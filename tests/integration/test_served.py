@@ -3,12 +3,14 @@ UI's resume form uses) and a rollback (a dry run first), and refuse a wave file 
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from flows.api import api_json, api_session
 from ikomm.inventory import Inventory
 from ikomm.ledger import Ledger
 from tests.integration.conftest import Env
@@ -17,17 +19,12 @@ from tests.integration.test_helpdesk_ui import few_of
 
 def start(api: str, deployment: str, parameters: dict[str, Any]) -> str:
     """A flow run of the deployment, as the UI's Run button makes it; its id."""
-    found = httpx.get(f"{api}/deployments/name/{deployment}", timeout=30)
-    found.raise_for_status()
-    made = httpx.post(
-        f"{api}/deployments/{found.json()['id']}/create_flow_run", json={"parameters": parameters}, timeout=30
-    )
-    made.raise_for_status()
-    return str(made.json()["id"])
+    found = api_json(api, f"/deployments/name/{deployment}")
+    return str(api_json(api, f"/deployments/{found['id']}/create_flow_run", {"parameters": parameters})["id"])
 
 
 def state_of(api: str, flow_run: str) -> dict[str, Any]:
-    state: dict[str, Any] = httpx.get(f"{api}/flow_runs/{flow_run}", timeout=30).json()["state"]
+    state: dict[str, Any] = api_json(api, f"/flow_runs/{flow_run}")["state"]
     return state
 
 
@@ -44,11 +41,9 @@ def wait_for(api: str, flow_run: str, types: tuple[str, ...], timeout: float = 2
 def paused_run(api: str, name: str, timeout: float = 240) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        runs = httpx.post(
-            f"{api}/flow_runs/filter",
-            json={"flow_runs": {"name": {"any_": [name]}, "state": {"type": {"any_": ["PAUSED"]}}}},
-            timeout=30,
-        ).json()
+        runs = api_json(
+            api, "/flow_runs/filter", {"flow_runs": {"name": {"any_": [name]}, "state": {"type": {"any_": ["PAUSED"]}}}}
+        )
         if runs:
             return str(runs[0]["id"])
         time.sleep(0.3)
@@ -76,11 +71,11 @@ def test_a_lead_starts_a_wave_and_an_operator_a_rollback_from_the_ui(
         gate = paused_run(prefect_api, "fra-ui")  # preflight passed, every user prepared, the gate waits
         ledger = Ledger(env.ledger_url)
         assert {u.stage for u in ledger.users("fra-ui") if u.state == "running"} == {"prepared"}
-        resumed = httpx.post(  # what the UI's resume form sends
-            f"{prefect_api}/flow_runs/{gate}/resume",
-            json={"run_input": {"approved": True, "approver": "lead@ikomm.no", "comment": "from the UI"}},
-            timeout=30,
-        )
+        with api_session(prefect_api) as session:
+            resumed = session.post(  # what the UI's resume form sends
+                f"/flow_runs/{gate}/resume",
+                json={"run_input": {"approved": True, "approver": "lead@ikomm.no", "comment": "from the UI"}},
+            )
         assert resumed.status_code < 300, resumed.text
         state = wait_for(prefect_api, started, ("COMPLETED", "FAILED", "CRASHED"))
         assert state["type"] == "COMPLETED" and "verified" in state["message"], state
@@ -109,8 +104,47 @@ def test_a_lead_starts_a_wave_and_an_operator_a_rollback_from_the_ui(
 def _waits_for_deployments(api: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        names = {d["name"] for d in httpx.post(f"{api}/deployments/filter", json={}, timeout=30).json()}
+        names = {d["name"] for d in api_json(api, "/deployments/filter", {})}
         if {"wave", "rollback"} <= names:
             return
         time.sleep(0.3)
     raise AssertionError("the served deployments did not appear")
+
+
+def test_a_start_survives_a_busy_server(prefect_api: str) -> None:
+    """While other clients write (a runner's polls, logs), bare calls to create a flow run meet 503 (SQLite's
+    refused lock upgrade, which no busy timeout waits out); the same calls through Prefect's client all succeed."""
+    flow_id = api_json(prefect_api, "/flows/", {"name": "ikomm-busy-server-check"})["id"]
+    deployment = api_json(prefect_api, "/deployments/", {"name": "busy", "flow_id": flow_id})["id"]
+    stop = threading.Event()
+
+    def write(path: str, body: object, pause: float) -> None:
+        with httpx.Client(base_url=prefect_api + "/", timeout=30) as bare:
+            while not stop.wait(pause):
+                bare.post(path, json=body)
+
+    poll = {"deployment_ids": [deployment]}  # what a served runner asks every few seconds (it writes last_polled)
+    logs = [{"name": "busy", "level": 20, "message": "x" * 200, "timestamp": "2026-12-06T10:00:00Z"}] * 50
+    writers = [
+        threading.Thread(target=write, args=("deployments/get_scheduled_flow_runs", poll, 0.5)),
+        threading.Thread(target=write, args=("logs/", logs, 0.1)),
+    ]
+    for writer in writers:
+        writer.start()
+    try:
+        with httpx.Client(base_url=prefect_api + "/", timeout=30) as bare:
+            answers = []
+            while 503 not in answers and len(answers) < 300:
+                try:
+                    answers.append(bare.post(f"deployments/{deployment}/create_flow_run", json={}).status_code)
+                except httpx.TransportError:  # the server dropped the connection: the other face of the same refusal
+                    answers.append(0)
+        assert 503 in answers or 0 in answers, f"the server was never busy in {len(answers)} calls"
+        made = [start(prefect_api, "ikomm-busy-server-check/busy", {}) for _ in range(10)]
+        assert len(set(made)) == 10
+    finally:
+        stop.set()
+        for writer in writers:
+            writer.join()
+        with api_session(prefect_api) as session:
+            session.delete(f"/flows/{flow_id}")  # with its deployment and runs: nothing left for the UI

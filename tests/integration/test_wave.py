@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 
+from flows.api import api_json
 from ikomm.connectors import Connectors
 from ikomm.connectors.devices import settings
 from ikomm.connectors.directory import equality_filter
@@ -106,18 +106,18 @@ def assert_no_password_anywhere(env: Env, wave_id: str, prefect_db: Path) -> Non
 
 def task_runs_of(api: str, flow_run: str) -> list[dict[str, Any]]:
     """Every task run the Prefect server recorded under the newest flow run of that name (what the UI lists)."""
-    newest = httpx.post(  # the server keeps flow runs of the same name from earlier sessions
-        f"{api}/flow_runs/filter",
-        json={"flow_runs": {"name": {"any_": [flow_run]}}, "sort": "EXPECTED_START_TIME_DESC", "limit": 1},
-        timeout=30,
-    ).json()
+    newest = api_json(  # the server keeps flow runs of the same name from earlier sessions
+        api,
+        "/flow_runs/filter",
+        {"flow_runs": {"name": {"any_": [flow_run]}}, "sort": "EXPECTED_START_TIME_DESC", "limit": 1},
+    )
     runs: list[dict[str, Any]] = []
     while newest:
-        page = httpx.post(
-            f"{api}/task_runs/filter",
-            json={"flow_runs": {"id": {"any_": [newest[0]["id"]]}}, "limit": 200, "offset": len(runs)},
-            timeout=30,
-        ).json()
+        page = api_json(
+            api,
+            "/task_runs/filter",
+            {"flow_runs": {"id": {"any_": [newest[0]["id"]]}}, "limit": 200, "offset": len(runs)},
+        )
         runs += page
         if len(page) < 200:
             break
@@ -195,7 +195,7 @@ def test_wave_moves_everyone_checks_out_and_rerun_is_a_no_op(
     assert Path(env.ledger_url.removeprefix("sqlite:///")).stat().st_mode & 0o777 == 0o600
     assert (state / "credentials" / "alle.csv").stat().st_mode & 0o777 == 0o600
     assert (server.state_dir() / "prefect" / "prefect.db").stat().st_mode & 0o777 == 0o600
-    runs = httpx.post(f"{prefect_api}/flow_runs/filter", json={"limit": 200}, timeout=30).json()
+    runs = api_json(prefect_api, "/flow_runs/filter", {"limit": 200})
     assert runs and all(
         "ledger" not in name and "ledger" not in str(value).lower()
         for r in runs
@@ -317,11 +317,11 @@ def test_sigkill_then_rerun_completes_the_wave(env: Env, lab_inventory: Inventor
     assert dup == []
     # the killed run's flow run is not left Running in the UI: Crashed, pointing at the run that resumed it
     api = env.vars["PREFECT_API_URL"]
-    runs = httpx.post(
-        f"{api}/flow_runs/filter",
-        json={"flow_runs": {"name": {"any_": ["avbrutt"]}}, "sort": "EXPECTED_START_TIME_DESC", "limit": 2},
-        timeout=30,
-    ).json()
+    runs = api_json(
+        api,
+        "/flow_runs/filter",
+        {"flow_runs": {"name": {"any_": ["avbrutt"]}}, "sort": "EXPECTED_START_TIME_DESC", "limit": 2},
+    )
     assert [r["state"]["type"] for r in runs] == ["COMPLETED", "CRASHED"], [r["state"] for r in runs]
     assert f"resumed by flow run {runs[0]['id']}" in runs[1]["state"]["message"]
 
