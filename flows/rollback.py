@@ -19,7 +19,7 @@ from flows import without_heartbeats
 from ikomm.inventory import load_inventory
 from ikomm.leases import Lease
 from ikomm.ledger import Ledger, url_for
-from ikomm.rollback import UserRollback, owned_keys, recorded_run, rollback_user
+from ikomm.rollback import UserRollback, recorded_run, rollback_user
 from ikomm.wave_run import WaveRun
 from tasks.user import PER_USER, last_attempt, quiet_console, with_wave_retries
 
@@ -39,19 +39,20 @@ def rollback_flow(
     wave_id: str,
     inventory: str,
     state_dir: str,
-    users: list[str] | None = None,
-    municipality: str | None = None,
+    users: list[str],
     stages: list[str] | None = None,
     purge: bool = False,
     force: bool = False,
     concurrency: int = 8,
 ) -> list[dict[str, Any]]:
-    """Roll back a wave (or some of its users, one municipality, some stages)."""
+    """Roll back these users of a wave (all stages, or some): the keys ikomm.rollback.select_users chose; an empty
+    list undoes nobody."""
     quiet_console()  # each user's "Finished in state" goes to the UI, not the operator's terminal; warnings print
     ledger = Ledger(url_for(Path(state_dir)))  # from the environment: a URL may carry a password
     run = recorded_run(ledger, load_inventory(Path(inventory)), wave_id, Path(state_dir))
     RUNS[wave_id] = run
-    keys = owned_keys(ledger, wave_id, users, municipality)
+    owned = {u.key for u in ledger.owned(wave_id)}
+    keys = [k for k in users if k in owned]  # a user another wave took since the choice is that wave's to undo
     try:
         futures = (
             with_wave_retries(roll_back_user, run).map(wave_id, keys, unmapped(list(stages or [])), purge, force)

@@ -35,7 +35,7 @@ from ikomm.errors import ConflictError, IkommError, InvalidInputError
 from ikomm.inventory import load_inventory
 from ikomm.ledger import TAKEABLE, Ledger, existing, url_for
 from ikomm.preflight import problems
-from ikomm.rollback import STAGES, owned_keys, plan_rollback, recorded_run
+from ikomm.rollback import plan_rollback, recorded_run, select_users
 from ikomm.waves import load_wave
 
 WAVE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -154,12 +154,7 @@ def _start_rollback(
 ) -> State[Any]:
     inventory, _, state_dir = served()
     ledger = Ledger(url_for(state_dir))
-    if ledger.wave(wave) is None:
-        raise InvalidInputError(f"no wave {wave!r} in the ledger {ledger.shown}")
-    wrong = [s for s in stages or [] if s not in STAGES]
-    if wrong:
-        raise InvalidInputError(f"stages {', '.join(wrong)}: choose from {', '.join(STAGES)}")
-    keys = owned_keys(ledger, wave, _keys(ledger, wave, users) if users else None, municipality)
+    keys = select_users(ledger, wave, users, municipality, stages)
     if dry_run:
         run = recorded_run(ledger, load_inventory(inventory), wave, state_dir)
         try:
@@ -195,17 +190,6 @@ def _start_rollback(
     trouble = [r for r in reports if r.problems or r.conflicts]
     message = f"{len(reports) - len(trouble)} user(s) rolled back, {len(trouble)} with conflicts or problems"
     return Failed(message=message) if trouble else Completed(message=message)
-
-
-def _keys(ledger: Ledger, wave: str, users: list[str]) -> list[str]:
-    """Each named user's key (key, legacy id or account name, any case); an unknown one is refused."""
-    keys = []
-    for name in users:
-        found = [u for u in ledger.find_users(name) if u.wave == wave]
-        if len(found) != 1:
-            raise InvalidInputError(f"user {name!r}: {'not in' if not found else 'more than one in'} wave {wave}")
-        keys.append(found[0].key)
-    return keys
 
 
 def serve() -> None:

@@ -252,6 +252,9 @@ class Opening:
     refused: list[tuple[str, str, str]] = field(default_factory=list)  # (user, open wave, state there)
 
 
+RECORDED = ("planned", "done", "undone")  # a change as any attempt left it: to make, made, or undone since
+
+
 @dataclass(frozen=True)
 class ChangeRow:
     id: int

@@ -24,7 +24,7 @@ from ikomm.connectors.directory import DirectoryConnector
 from ikomm.errors import IkommError, InvalidInputError
 from ikomm.ledger import FINAL
 from ikomm.policy import left_out_reason, needed_apps
-from ikomm.stages import trees
+from ikomm.stages import not_ours, trees
 from ikomm.wave_run import WaveRun
 from ikomm.waves import WaveUser
 
@@ -137,18 +137,35 @@ def users_to_move(run: WaveRun) -> list[WaveUser]:
 
 
 def names_free(run: WaveRun, todo: list[WaveUser]) -> list[Check]:
-    """No account name the wave would use is taken by an account linked to someone else."""
+    """No account name the wave would use is taken by an account linked to someone else, and every account that
+    carries a user's link is one the wave may adopt (ikomm.stages.not_ours): in the user's own OU or parked, and
+    made by a wave of ours."""
     d = run.inv.platform.directory
-    wanted = {run.account(wu).lower(): f"{wu.muni}:{wu.user.legacy_id}" for wu in todo}
-    taken = []
+    by_name = {run.account(wu).lower(): wu for wu in todo}
+    by_link = {f"{wu.muni}:{wu.user.legacy_id}": wu for wu in todo}
+    taken, foreign = [], []
     for entry in run.c.platform().search(d.base_dn, "(sAMAccountName=*)", ["sAMAccountName", "employeeNumber"]):
         name = (entry.get("sAMAccountName") or ("",))[0].lower()
-        if name in wanted and (entry.get("employeeNumber") or ("",))[0] != wanted[name]:
+        link = (entry.get("employeeNumber") or ("",))[0]
+        named = by_name.get(name)
+        if named is not None and link != f"{named.muni}:{named.user.legacy_id}":
             taken.append(f"{name} ({entry.dn})")
+        owner = by_link.get(link)
+        why = not_ours(run, owner, entry.dn) if owner is not None else None
+        if owner is not None and why:
+            foreign.append(f"{owner.key}: {why}")
+    checks = []
     if taken:
         listed = ", ".join(taken[:10]) + (f" and {len(taken) - 10} more" if len(taken) > 10 else "")
-        return [Check("names", False, f"{len(taken)} account name(s) taken by another account: {listed}")]
-    return [Check("names", True, f"{len(wanted)} account name(s) free or already this user's")]
+        checks.append(Check("names", False, f"{len(taken)} account name(s) taken by another account: {listed}"))
+    else:
+        checks.append(Check("names", True, f"{len(by_name)} account name(s) free or already this user's"))
+    if foreign:
+        listed = "; ".join(foreign[:10]) + (f"; and {len(foreign) - 10} more" if len(foreign) > 10 else "")
+        checks.append(
+            Check("adoption", False, f"{len(foreign)} account(s) carry a user's link but are not ours: {listed}")
+        )
+    return checks
 
 
 def seats_free(run: WaveRun, todo: list[WaveUser]) -> list[Check]:

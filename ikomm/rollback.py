@@ -13,13 +13,14 @@ only with `purge`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ikomm.changes import ALREADY, from_record
 from ikomm.errors import IkommError, InvalidInputError, TransientError
 from ikomm.inventory import Inventory
-from ikomm.ledger import Ledger
+from ikomm.ledger import RECORDED, Ledger
 from ikomm.snapshot import differences, take
 from ikomm.wave_run import WaveRun, set_state
 from ikomm.waves import WaveUser, load_wave
@@ -27,16 +28,61 @@ from ikomm.waves import WaveUser, load_wave
 STAGES = ("account", "entitle", "files", "cutover", "retire")
 
 
-def owned_keys(
-    ledger: Ledger, wave_id: str, users: list[str] | None = None, municipality: str | None = None
+def select_users(
+    ledger: Ledger,
+    wave_id: str,
+    users: Sequence[str] | None = None,
+    municipality: str | None = None,
+    stages: Sequence[str] | None = None,
 ) -> list[str]:
-    """The users a rollback of this wave takes: those it owns now (not those it skipped, nor those a later
-    wave took), of these users or this municipality if given."""
-    return [
-        u.key
-        for u in ledger.owned(wave_id)
-        if (not users or u.key in users) and (not municipality or u.muni == municipality)
-    ]
+    """The keys of the users a rollback of this wave takes: the one choice behind the command line, the UI and
+    both their dry runs, so what a dry run shows is what the real run touches.
+
+    The wave's users now (not those it skipped, nor those a later wave took), narrowed to the named users (key,
+    legacy id or account name, any case) and to one municipality. A filter that matches nobody is refused
+    (InvalidInputError), never read as "everyone"; so is a stage of which none of them has a recorded change.
+    """
+    if ledger.wave(wave_id) is None:
+        raise InvalidInputError(f"no wave {wave_id!r} in the ledger {ledger.shown}")
+    wrong = [s for s in stages or () if s not in STAGES]
+    if wrong:
+        raise InvalidInputError(f"stage {', '.join(map(repr, wrong))}: choose from {', '.join(STAGES)}")
+    owned = ledger.owned(wave_id)
+    chosen = owned
+    if users is not None:
+        if not users:
+            raise InvalidInputError("users: the list is empty; name at least one user, or leave it out for all")
+        keys = {_user_key(ledger, wave_id, name) for name in users}
+        chosen = [u for u in owned if u.key in keys]
+    if municipality is not None:
+        chosen = [u for u in chosen if u.muni == municipality]
+        if not chosen:
+            among = ", ".join(sorted({u.muni for u in owned})) or "none"
+            raise InvalidInputError(
+                f"municipality {municipality!r}: no user of wave {wave_id} "
+                + ("among those named " if users else "")
+                + f"is of it (the wave's municipalities: {among})"
+            )
+    if stages and chosen and not any(ledger.changes(u.key, tuple(stages), RECORDED) for u in chosen):
+        raise InvalidInputError(
+            f"stage {', '.join(stages)}: no change of it is recorded for the {len(chosen)} user(s) chosen in wave "
+            f"{wave_id}; nothing to undo"
+        )
+    return [u.key for u in chosen]
+
+
+def _user_key(ledger: Ledger, wave_id: str, name: str) -> str:
+    """The key of the wave's user named by key, legacy id or account name; refused if none or several."""
+    found = ledger.find_users(name)
+    ours = [u for u in found if u.wave == wave_id]
+    if len(ours) == 1:
+        return ours[0].key
+    if len(ours) > 1:
+        raise InvalidInputError(f"user {name!r}: more than one in wave {wave_id}; give the key (municipality/id)")
+    if found:
+        elsewhere = ", ".join(sorted({u.wave for u in found}))
+        raise InvalidInputError(f"user {name!r}: not in wave {wave_id} now (wave {elsewhere} took them); undo it there")
+    raise InvalidInputError(f"user {name!r}: not in wave {wave_id} (no such key, legacy id or account name)")
 
 
 @dataclass

@@ -33,12 +33,23 @@ from ikomm.changes import (
     SetPassword,
     Unpark,
     make,
+    parked_ou,
 )
 from ikomm.connectors.devices import settings
-from ikomm.connectors.directory import EntryState, Snapshot, child_dn, equality_filter, moved_dn, plan_modifications
+from ikomm.connectors.directory import (
+    EntryState,
+    Snapshot,
+    child_dn,
+    equality_filter,
+    moved_dn,
+    parent_dn,
+    plan_modifications,
+    same_rdn,
+)
 from ikomm.connectors.files import CopyReport, pending_copy, verify_tree
 from ikomm.errors import ConflictError, FatalError, HeldError, InvalidInputError
 from ikomm.inventory.models import Application
+from ikomm.ledger import RECORDED
 from ikomm.naming import netbios_domain
 from ikomm.wave_run import WaveRun, set_state
 from ikomm.waves import WaveUser
@@ -139,6 +150,9 @@ def plan_account(run: WaveRun, wu: WaveUser, up: UserPlan) -> AccountPlan:
         dn = entry.dn
         if entry.get("sAMAccountName") != (sam,):
             raise ConflictError(f"{dn} carries employeeNumber {link} but is named {entry.get('sAMAccountName')}")
+        refused = not_ours(run, wu, dn)
+        if refused:
+            raise ConflictError(refused)
         if "," + PARKED_OU.lower() + "," in dn.lower():  # set aside by an earlier rollback: bring it back
             changes.append(Unpark("account", dn, muni.target_ou))
             dn = moved_dn(dn, muni.target_ou)
@@ -158,6 +172,30 @@ def plan_account(run: WaveRun, wu: WaveUser, up: UserPlan) -> AccountPlan:
     if enable is not None:
         changes.append(enable)
     return AccountPlan(dn, bool(found), tuple(changes))
+
+
+def not_ours(run: WaveRun, wu: WaveUser, dn: str) -> str | None:
+    """Why the platform account at dn, which carries this user's link, may not be adopted (None: it may).
+
+    A link (employeeNumber) is only a claim: anyone who may create accounts (a municipality's delegate, in its
+    own OU) can write any value. So an account is adopted only where no one else can put it, directly in the
+    user's own municipality's OU or in the OU where our rollbacks park accounts, and only if a wave of ours
+    recorded creating it (in this ledger, under this user, by any attempt). Anything else is a conflict for a
+    person to look at; adopting it would hand this user's groups, files and password to whoever made it.
+    """
+    home = run.inv.municipalities[wu.muni].target_ou
+    if parent_dn(dn).lower() not in (home.lower(), parked_ou(run).lower()):
+        return (
+            f"{dn} carries this user's link (employeeNumber {wu.muni}:{wu.user.legacy_id}) but lies outside "
+            f"{home}: not adopted; someone outside this municipality may have made it (ikomm audit isolation)"
+        )
+    made = run.ledger.changes(wu.key, ("account",), RECORDED)
+    if not any(c.kind == "create-account" and same_rdn(c.target, dn) for c in made):
+        return (
+            f"{dn} carries this user's link but no wave of ours created it (the ledger {run.ledger.shown} has no "
+            "record): not adopted; check who made it, then move or delete it and run the wave again"
+        )
+    return None
 
 
 def stage_account(run: WaveRun, wu: WaveUser, up: UserPlan) -> str:

@@ -16,7 +16,7 @@ from ikomm.cli.console import InventoryDir, JsonFlag, console, err, fail, ledger
 from ikomm.errors import IkommError
 from ikomm.inventory import Inventory
 from ikomm.ledger import Ledger
-from ikomm.rollback import STAGES, UserRollback, owned_keys, plan_rollback, recorded_run
+from ikomm.rollback import STAGES, UserRollback, plan_rollback, recorded_run, select_users
 from ikomm.wave_run import WaveRun
 
 app = typer.Typer(help="Undo a user, a stage or a wave from the ledger.", no_args_is_help=True)
@@ -172,10 +172,15 @@ def rollback_user_cmd(
 ) -> None:
     """Undo one user's changes (or one stage's), newest first; safe to repeat. With --purge it asks first."""
     load(inventory)
-    wave_id, key = _wave_of(Ledger(ledger_url()), user)
+    ledger = Ledger(ledger_url())
+    wave_id, key = _wave_of(ledger, user)
     stages = _stages(stage)
-    _ask_first(inventory, wave_id, [key], stages, purge, dry_run, yes, purge, as_json)
-    _run(wave_id, inventory, as_json, users=[key], stages=stages, purge=purge, force=force)
+    try:
+        keys = select_users(ledger, wave_id, [key], None, stages)
+    except IkommError as exc:
+        raise fail(exc) from None
+    _ask_first(inventory, wave_id, keys, stages, purge, dry_run, yes, purge, as_json)
+    _run(wave_id, inventory, as_json, users=keys, stages=stages, purge=purge, force=force)
 
 
 @app.command("wave")
@@ -197,9 +202,12 @@ def rollback_wave_cmd(
         err.print(styled(("error:", "red"), f" no wave {wave_id!r} in the ledger"))
         raise typer.Exit(2)
     stages = _stages(stage)
-    keys = owned_keys(ledger, wave_id, None, municipality)
+    try:
+        keys = select_users(ledger, wave_id, None, municipality, stages)
+    except IkommError as exc:
+        raise fail(exc) from None
     _ask_first(inventory, wave_id, keys, stages, purge, dry_run, yes, True, as_json)
-    _run(wave_id, inventory, as_json, municipality=municipality, stages=stages, purge=purge, force=force)
+    _run(wave_id, inventory, as_json, users=keys, stages=stages, purge=purge, force=force)
 
 
 @verify_app.command("rollback")

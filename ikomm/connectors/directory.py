@@ -392,6 +392,16 @@ def moved_dn(dn: str, new_parent: str) -> str:
     return f"{_first_rdn(dn)},{new_parent}"
 
 
+def parent_dn(dn: str) -> str:
+    """The DN of the entry's parent (dn without its first RDN)."""
+    return dn[len(_first_rdn(dn)) + 1 :]
+
+
+def same_rdn(a: str, b: str) -> bool:
+    """Whether two DNs name their entries alike (first RDN, any case), wherever the entries lie."""
+    return _first_rdn(a).lower() == _first_rdn(b).lower()
+
+
 def _first_rdn(dn: str) -> str:
     """The first RDN of dn, honouring escaped commas."""
     i = 0

@@ -55,7 +55,7 @@ def test_a_lead_starts_a_wave_and_an_operator_a_rollback_from_the_ui(
 ) -> None:
     waves = env.dir / "waves"
     waves.mkdir()
-    env.wave_file("fra-ui", ["oyer"], few_of(lab_inventory, "oyer", moved=3, held=0), approval_required=True).rename(
+    env.wave_file("fra-ui", ["oyer"], few_of(lab_inventory, "oyer", moved=3, held=1), approval_required=True).rename(
         waves / "fra-ui.yaml"
     )
     env.vars["PREFECT_RUNNER_POLL_FREQUENCY"] = "2"  # the runner looks for new runs every 2 s, not 10
@@ -89,6 +89,21 @@ def test_a_lead_starts_a_wave_and_an_operator_a_rollback_from_the_ui(
         state = wait_for(prefect_api, dry, ("COMPLETED", "FAILED", "CRASHED"))
         assert state["name"] == "Dry run" and "nothing changed" in state["message"], state
         assert ledger.user(one.key) is not None and ledger.user(one.key).state == "verified"  # type: ignore[union-attr]
+
+        # a filter that matches nobody is refused, for real as in its dry run, never read as "every user"
+        held = next(u for u in users if u.state == "held")
+        for nobody in (
+            {"municipality": "Oyer"},  # the id is oyer: a name's case matches nobody
+            {"municipality": "../../x"},
+            {"users": ["nobody.here"]},
+            {"users": []},
+            {"users": [held.key], "stages": ["cutover"]},  # a held user has no cutover change recorded
+        ):
+            for dry_run in (True, False):
+                run = start(prefect_api, "start-rollback/rollback", {"wave": "fra-ui", **nobody, "dry_run": dry_run})
+                state = wait_for(prefect_api, run, ("COMPLETED", "FAILED", "CRASHED"))
+                assert state["type"] == "FAILED" and state["message"].startswith("refused: "), (nobody, state)
+        assert [u.state for u in ledger.users("fra-ui")] == [u.state for u in users]  # nobody touched
 
         undo = start(prefect_api, "start-rollback/rollback", {"wave": "fra-ui", "users": [one.key], "dry_run": False})
         state = wait_for(prefect_api, undo, ("COMPLETED", "FAILED", "CRASHED"))

@@ -17,9 +17,11 @@ from ikomm.connectors.directory import child_dn, equality_filter
 from ikomm.errors import FatalError
 from ikomm.inventory import Inventory, load_inventory
 from ikomm.ledger import Ledger
+from ikomm.naming import account_names
 from ikomm.stages import DOMAIN_USERS_RID, ID_BASE
 from ikomm.tenancy import layout_of
 from tests.integration.conftest import Env
+from tests.integration.test_helpdesk_ui import few_of
 from tests.integration.test_runbooks import run_page
 from tests.integration.test_wave import check_systems
 
@@ -265,3 +267,44 @@ def test_a_broken_kit_is_refused_before_anything_is_written(env: Env, inv_dir: P
     finally:
         made.close()
     assert found == [] and (inv_dir / "municipalities.yaml").read_bytes() == munis
+
+
+def test_a_delegate_cannot_plant_an_account_for_another_municipality(env: Env, inv_dir: Path) -> None:
+    """Ringebu's delegate makes, in its own OU, an account with an Øyer user's planned name and link
+    (employeeNumber oyer:<id>): preflight refuses the Øyer wave before it writes anything; forced past preflight,
+    the wave leaves that user failed with the reason and never enables, entitles or fills the planted account,
+    while the wave's other users move."""
+    inv = onboard(env, inv_dir)
+    victim_id, other_id = few_of(inv, "oyer", moved=2, held=0)  # two whose applications are ready
+    victim, other = (next(u for u in inv.users["oyer"] if u.legacy_id == i) for i in (victim_id, other_id))
+    sam = account_names(inv)[("oyer", victim.legacy_id)]
+    planted = child_dn("CN", sam, inv.municipalities[TENANT].target_ou)
+    delegate = Connectors(inv, tenant=TENANT)
+    try:
+        delegate.platform().add(
+            planted, ["user"], {"sAMAccountName": sam, "employeeNumber": f"oyer:{victim.legacy_id}"}
+        )
+    finally:
+        delegate.close()
+    wave = env.wave_file("w-plant", ["oyer"], [victim.legacy_id, other.legacy_id], approval_required=False)
+
+    refused = env.ikomm("wave", "run", str(wave), inventory=inv_dir)
+    assert refused.returncode != 0
+    said = output(env)
+    assert "not ours" in said and planted.lower() in said.lower(), said[-3000:]
+    assert Ledger(env.ledger_url).users("w-plant") == []  # nothing written
+
+    forced = env.ikomm("wave", "run", str(wave), "--skip-preflight", inventory=inv_dir)
+    assert forced.returncode in (0, 1), output(env)[-3000:]
+    ledger = Ledger(env.ledger_url)
+    states = {u.legacy_id: u for u in ledger.users("w-plant")}
+    assert states[other.legacy_id].state == "verified"
+    assert states[victim.legacy_id].state in ("failed", "held"), states[victim.legacy_id]
+    assert "not adopted" in states[victim.legacy_id].reason
+    admin = Connectors(inv)
+    try:
+        entry = admin.platform().read(planted, ["userAccountControl", "memberOf"])
+        assert entry is not None and not entry.get("memberOf")  # no Øyer application group
+        assert int(entry.get("userAccountControl")[0]) & 2  # still disabled
+    finally:
+        admin.close()
