@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from ikomm.acl import WRITE_PROPERTY, Ace, granted, revoked, rid, sid_text
+from ikomm.acl import CONTAINER_INHERIT, WRITE_PROPERTY, Ace, granted, revoked, rid, sid_text
 from ikomm.connectors import Connectors
 from ikomm.connectors.directory import child_dn, equality_filter
 from ikomm.errors import FatalError
@@ -206,6 +206,44 @@ def test_the_audit_finds_each_crossing(env: Env, inv_dir: Path) -> None:
         ad.add_member(ringebu_gerica, planted)
         return lambda: ad.remove_member(ringebu_gerica, planted) and None
 
+    kommuner = inv.platform.directory.users_dn  # OU=Kommuner, above every municipality's OU
+
+    def with_ace(dn: str, ace: Ace) -> Callable[[], None]:
+        descriptor = ad.read_acl(dn)
+        assert descriptor is not None
+        new = granted(descriptor, [ace])
+        assert new is not None
+        ad.write_acl(dn, new)
+        return lambda: ad.write_acl(dn, descriptor)
+
+    def inherited_from_kommuner() -> Callable[[], None]:  # written once, inherited by every municipality's OU
+        return with_ace(kommuner, Ace(admin_sid, WRITE_PROPERTY, None, None, CONTAINER_INHERIT))
+
+    def authenticated_users_write() -> Callable[[], None]:  # every account of every municipality
+        return with_ace(lill_ou, Ace("S-1-5-11", WRITE_PROPERTY))
+
+    neutral = f"CN=neutral.group,CN=Users,{inv.platform.directory.base_dn}"
+
+    def nested_through_a_neutral_group() -> Callable[[], None]:
+        ad.add(neutral, ["group"], {"sAMAccountName": "neutral.group"})
+        ad.add_member(neutral, planted)
+        ad.add_member(lay.admin_group_dn, neutral)
+
+        def undo() -> None:
+            ad.remove_member(lay.admin_group_dn, neutral)
+            ad.delete(neutral)
+
+        return undo
+
+    tenant_folder = lay.folders["office"]
+    lill_gerica = child_dn("CN", inv.applications["gerica"].groups["lillehammer"], inv.platform.directory.groups_dn)
+    lill_gid = ID_BASE + rid(sid_text(ad.read(lill_gerica, ["objectSid"]).get("objectSid")[0]))  # type: ignore[union-attr]
+    ringebu_gid = ID_BASE + rid(admin_sid)
+
+    def tenant_folder_of_another_group() -> Callable[[], None]:
+        fs.ensure_folder(tenant_folder, 0o2770, (0, lill_gid))
+        return lambda: fs.ensure_folder(tenant_folder, 0o2770, (0, ringebu_gid)) and None
+
     cases: list[tuple[str, Callable[[], Callable[[], None]], str]] = [
         ("ace", ace_on_lillehammer, lill_ou),
         ("nesting", nesting, lay.admin_group_dn),
@@ -213,6 +251,10 @@ def test_the_audit_finds_each_crossing(env: Env, inv_dir: Path) -> None:
         ("folder", open_folder, f"fs-office:{home}"),
         ("folder", domain_users_folder, f"fs-office:{home}"),
         ("entitlement", entitlement, ringebu_gerica),
+        ("ace", inherited_from_kommuner, kommuner),
+        ("ace", authenticated_users_write, lill_ou),
+        ("nesting", nested_through_a_neutral_group, lay.admin_group_dn),
+        ("folder", tenant_folder_of_another_group, f"fs-office:{tenant_folder}"),
     ]
     try:
         assert audit(env, inv_dir) == (0, [])
