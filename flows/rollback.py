@@ -16,6 +16,7 @@ from prefect.futures import PrefectFuture, wait
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from flows import without_heartbeats
+from ikomm.errors import InvalidInputError
 from ikomm.inventory import load_inventory
 from ikomm.leases import Lease
 from ikomm.ledger import Ledger, url_for
@@ -30,7 +31,11 @@ RUNS: dict[str, WaveRun] = {}
 def roll_back_user(wave_id: str, user: str, stages: list[str], purge: bool, force: bool) -> dict[str, Any]:
     """Undo one user's changes (all, or of the given stages); a transient fault is retried like the wave's."""
     run = RUNS[wave_id]
-    report = rollback_user(run, run.user(user), tuple(stages) or None, purge, force, final_attempt=last_attempt(run))
+    try:
+        wu = run.user(user)
+    except InvalidInputError as exc:  # recorded, but gone from the inventory: said, the others go on
+        return asdict(UserRollback(user, problems=[str(exc)]))
+    report = rollback_user(run, wu, tuple(stages) or None, purge, force, final_attempt=last_attempt(run))
     return asdict(report)
 
 

@@ -26,6 +26,7 @@ from prefect import State, flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
+from prefect.utilities.callables import ParameterSchema
 
 from flows.limits import wave_checks
 from flows.rollback import run_rollback
@@ -38,7 +39,7 @@ from ikomm.preflight import problems
 from ikomm.rollback import plan_rollback, recorded_run, select_users
 from ikomm.waves import load_wave
 
-WAVE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+WAVE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 
 
 def served() -> tuple[Path, Path, Path]:
@@ -201,7 +202,18 @@ def serve() -> None:
         f.to_deployment(name=name, description=f.__doc__, tags=["ikomm"])
         for f, name in ((start_wave, "wave"), (start_rollback, "rollback"))
     ]
-    prefect_serve(*[d for d in deployments if isinstance(d, RunnerDeployment)], limit=4)
+    served = [d for d in deployments if isinstance(d, RunnerDeployment)]
+    for deployment in served:  # Prefect keeps the schema it sends in a private attribute; no public way to close it
+        schema = deployment._parameter_openapi_schema.model_dump()
+        deployment._parameter_openapi_schema = ClosedParameters(**schema, additionalProperties=False)  # set: sent
+    prefect_serve(*served, limit=4)
+
+
+class ClosedParameters(ParameterSchema):
+    """A flow's parameter schema that allows no other parameters: Prefect's API then refuses a run with an unknown
+    one (409, "Additional properties are not allowed") before anything starts, where the run would crash."""
+
+    additionalProperties: bool = False  # JSON Schema's spelling
 
 
 def main() -> None:

@@ -34,10 +34,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ikomm.chunks import chunks
-from ikomm.errors import InventoryError, Problem
+from ikomm.errors import InvalidInputError, InventoryError, Problem
 from ikomm.inventory import Inventory
 from ikomm.inventory.load import load_yaml_model
 from ikomm.inventory.models import Model, Slug
@@ -58,6 +58,14 @@ class Nights(Model):
     start: time
     end: time
     utc_offset: Annotated[str, Field(pattern=r"^[+-](0\d|1[0-4]):[0-5]\d$")] = "+01:00"
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _clock(cls, value: Any) -> Any:
+        """A time of day written as "HH:MM" (YAML reads an unquoted 18:00 as the number 1080)."""
+        if not isinstance(value, str):
+            raise ValueError(f'{value!r} is not a time of day: write it as "HH:MM" in quotes, e.g. "18:00"')
+        return value
 
     @model_validator(mode="after")
     def _ordered(self) -> Nights:
@@ -87,6 +95,19 @@ class CampaignFile(Model):
     sweep_gap_days: Annotated[int, Field(ge=0, le=365)] = 7
     prefix: Annotated[str, Field(pattern=r"^[a-z][a-z0-9]{0,7}$")] = "k"
     wave_options: Options = Field(default_factory=Options)
+
+    @field_validator("start")
+    @classmethod
+    def _within_reach(cls, value: date) -> date:
+        """A start a lead could mean (a start before today is planned, and `campaign plan` says which nights are
+        past); a year typed wrong is refused before a calendar is built from it."""
+        last = date.today().replace(year=date.today().year + 10)
+        if not date(2000, 1, 1) <= value <= last:
+            raise ValueError(f"{value} is not a date this campaign can start on: give one from 2000 to {last}")
+        return value
+
+
+MAX_CAMPAIGN_DAYS = 2 * 365  # a plan longer than this is a typo in a rate, not a campaign
 
 
 @dataclass(frozen=True)
@@ -126,6 +147,19 @@ def load_campaign(path: Path, inv: Inventory) -> Campaign:
             continue
         day = wave.spec.window.end.date() if wave.spec.window else spec.start
         done.update((wu.key, day) for wu in wave.users)
+    to_plan = sum(len(inv.users.get(m, [])) for m in spec.order if m in inv.municipalities) - len(done)
+    nights_needed = -(-max(0, to_plan) // capacity(spec))
+    days_needed = nights_needed * 7 // len(spec.nights.weekdays)
+    if days_needed > MAX_CAMPAIGN_DAYS:
+        field = "max_users_per_night" if capacity(spec) == spec.max_users_per_night else "users_per_hour"
+        problems.append(
+            source.problem(
+                (field,),
+                f"{capacity(spec)} user(s) a night: {to_plan} users need about {nights_needed} nights, "
+                f"{days_needed / 365:.1f} years at {len(spec.nights.weekdays)} nights a week; a campaign must fit "
+                f"in {MAX_CAMPAIGN_DAYS // 365} years: raise max_users_per_night or users_per_hour",
+            )
+        )
     if problems:
         raise InventoryError(problems, "the campaign file")
     return Campaign(path, spec, done)
@@ -295,6 +329,8 @@ def _first(wave: PlannedWave, group: tuple[str, str]) -> int:
 
 def write_plan(plan: CampaignPlan, inv: Inventory, folder: Path) -> list[Path]:
     """Write the plan's wave files, first removing the files this campaign generated before (not hand-made ones)."""
+    if folder.exists() and not folder.is_dir():
+        raise InvalidInputError(f"--out {folder}: not a folder (give the folder to write the wave files into)")
     folder.mkdir(parents=True, exist_ok=True)
     mine = f"(campaign {plan.campaign.spec.id})"
     for old in folder.glob("*.yaml"):

@@ -19,6 +19,7 @@ from typing import Protocol
 from ikomm.budget import Budget, SharedBudget
 from ikomm.connectors import Connectors
 from ikomm.credentials import CredentialFile
+from ikomm.errors import InvalidInputError
 from ikomm.inventory import Inventory
 from ikomm.ledger import Ledger
 from ikomm.naming import account_names, platform_domain
@@ -128,8 +129,19 @@ class WaveRun:
         return [f"ikomm-{table[n]}" for n in names]
 
     def user(self, key: str) -> WaveUser:
-        """The wave's user with this key (municipality/legacy_id)."""
-        return self._by_key[key]
+        """The wave's user with this key (municipality/legacy_id); one the wave file no longer names but the ledger
+        recorded (a rollback undoes them too) from the inventory. InvalidInputError if the inventory lost them."""
+        found = self._by_key.get(key)
+        if found is not None:
+            return found
+        muni, _, legacy_id = key.partition("/")
+        for user in self.inv.users.get(muni, []):
+            if user.legacy_id == legacy_id:
+                return WaveUser(muni, user)
+        raise InvalidInputError(
+            f"user {key}: recorded in the ledger for wave {self.wave.id} but no longer in the inventory; "
+            "put their row back to undo what was done for them"
+        )
 
     def account(self, wu: WaveUser) -> str:
         return self.names[(wu.muni, wu.user.legacy_id)]

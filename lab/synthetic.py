@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from ikomm.errors import InvalidInputError
 from ikomm.naming import fold
 
 GIVEN = [
@@ -403,6 +404,8 @@ def generate(
     unknown = sorted(set(tenants) - {t[0] for t in TENANTS})
     if unknown:
         raise ValueError(f"no tenant named {', '.join(unknown)} (known: {', '.join(t[0] for t in TENANTS)})")
+    if out.exists() and not out.is_dir():
+        raise InvalidInputError(f"--out {out}: not a folder (give the folder to write the inventory into)")
     rng = random.Random(seed)
     out.mkdir(parents=True, exist_ok=True)
     (out / "users").mkdir(exist_ok=True)

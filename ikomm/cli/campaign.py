@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from ikomm.cli.console import InventoryDir, JsonFlag, console, existing_ledger, fail, load, use_local_server
+from ikomm.cli.console import (
+    InventoryDir,
+    JsonFlag,
+    console,
+    err,
+    existing_ledger,
+    fail,
+    load,
+    use_local_server,
+)
 from ikomm.errors import IkommError
 from ikomm.inventory import Inventory
 
@@ -54,7 +63,16 @@ def campaign_plan(
     ledger = existing_ledger()
     moved = frozenset(u.key for u in ledger.everyone() if u.state == "verified") if ledger else frozenset()
     plan = plan_campaign(inv, campaign, moved)
-    written = [] if dry_run else write_plan(plan, inv, out or campaign_file.parent)
+    try:
+        written = [] if dry_run else write_plan(plan, inv, out or campaign_file.parent)
+    except IkommError as exc:
+        raise fail(exc) from None
+    past = [w for w in plan.waves if w.night < date.today()]
+    if past:
+        err.print(
+            f"warning: {len(past)} of the planned nights are before today ({past[0].night} to {past[-1].night}); "
+            "they cannot run: move start in the campaign file to today or later, or run them outside their windows"
+        )
     rows = [
         {
             "wave": w.id,

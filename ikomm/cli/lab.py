@@ -37,7 +37,10 @@ def lab_generate(
     for name in tenant or []:
         if name not in known:
             raise fail(InvalidInputError(f"--tenant {name}: no such neighbour (known: {', '.join(known)})"))
-    result = generate(out, users=users, seed=seed, lab_dir=lab_dir, tenants=tenant or [])
+    try:
+        result = generate(out, users=users, seed=seed, lab_dir=lab_dir, tenants=tenant or [])
+    except InvalidInputError as exc:
+        raise fail(exc) from None
     kits = f", tenant kits: {', '.join(tenant)}" if tenant else ""
     console.print(
         f"wrote {out}: users {result.users}, {result.devices} thin clients, "

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from ikomm.connectors.files import FileServer
 from ikomm.errors import InvalidInputError
 
-DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 
 
 @dataclass(frozen=True)

@@ -88,7 +88,10 @@ class EntryState:
 
 
 def child_dn(attribute: str, value: str, parent: str) -> str:
-    """attribute=value,parent with value escaped as a DN component (commas, plus, quotes, æøå safe)."""
+    """attribute=value,parent with value escaped as a DN component (commas, plus, quotes, æøå safe); an empty value
+    names nothing and is refused."""
+    if not value:
+        raise InvalidInputError(f"an empty {attribute} names no entry under {parent}")
     return f"{attribute}={escape_rdn(value)},{parent}"
 
 

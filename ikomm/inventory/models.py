@@ -63,8 +63,15 @@ def _check_host(value: str) -> str:
     try:
         ipaddress.ip_address(value)
     except ValueError:
-        if not HOSTNAME.match(value):
+        if not HOSTNAME.fullmatch(value):
             raise ValueError("not an IP address or host name") from None
+    return value
+
+
+def _check_attribute_name(value: str) -> str:
+    """Accept an LDAP attribute's name as RFC 4512 spells one: nothing that could change a filter it goes into."""
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9-]{0,63}", value):
+        raise ValueError("not an LDAP attribute name (a letter, then letters, digits or '-')")
     return value
 
 
@@ -77,6 +84,8 @@ def _check_abs_posix(value: str) -> str:
 
 
 Visible = Annotated[str, BeforeValidator(_visible)]  # for items of lists and maps (plain fields: Model)
+AttributeName = Annotated[Visible, AfterValidator(_check_attribute_name)]
+Mapped = Literal["legacy_id", "given_name", "surname", "email", "department", "title"]  # what a legacy attribute is for
 Name = Annotated[Visible, Field(min_length=1)]
 DN = Annotated[str, AfterValidator(_check_dn)]
 Host = Annotated[str, AfterValidator(_check_host)]
@@ -142,12 +151,12 @@ class DirectoryConfig(Model):
     ca_file: str | None = None
     tls_name: str | None = Field(default=None, description="name to validate in the server certificate")
     realm: str | None = None
-    attribute_map: dict[Visible, Visible] = Field(default_factory=dict)
+    attribute_map: dict[Mapped, AttributeName] = Field(default_factory=dict)
 
     @field_validator("tls_name")
     @classmethod
     def _one_server(cls, value: str | None) -> str | None:
-        if value is not None and ("*" in value or not HOSTNAME.match(value)):
+        if value is not None and ("*" in value or not HOSTNAME.fullmatch(value)):
             raise ValueError("must name the one server (a host name, no wildcard): a wildcard trusts every server")
         return value
 

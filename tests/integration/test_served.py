@@ -67,6 +67,16 @@ def test_a_lead_starts_a_wave_and_an_operator_a_rollback_from_the_ui(
         state = wait_for(prefect_api, refused, ("COMPLETED", "FAILED", "CRASHED"))
         assert state["type"] == "FAILED" and "refused" in state["message"] and "give the wave file" in state["message"]
 
+        refused = start(prefect_api, "start-wave/wave", {"wave": "fra-ui\n"})  # the name whole, not up to a newline
+        state = wait_for(prefect_api, refused, ("COMPLETED", "FAILED", "CRASHED"))
+        assert state["type"] == "FAILED" and "refused" in state["message"], state
+        deployment = api_json(prefect_api, "/deployments/name/start-wave/wave")["id"]
+        with api_session(prefect_api) as session:  # an unknown parameter: refused at the door, no run made
+            answer = session.post(
+                f"/deployments/{deployment}/create_flow_run", json={"parameters": {"wave": "fra-ui", "dryrun": True}}
+            )
+        assert answer.status_code == 409 and "dryrun" in answer.text, answer.text
+
         started = start(prefect_api, "start-wave/wave", {"wave": "fra-ui"})
         gate = paused_run(prefect_api, "fra-ui")  # preflight passed, every user prepared, the gate waits
         ledger = Ledger(env.ledger_url)

@@ -15,7 +15,8 @@ import yaml
 from typer.testing import CliRunner, Result
 
 from ikomm.cli import app
-from ikomm.connectors.devices import with_settings
+from ikomm.connectors.devices import DeviceConfigs, with_settings
+from ikomm.connectors.directory import child_dn
 from ikomm.errors import InvalidInputError
 from ikomm.inventory import load_inventory
 from ikomm.waves import load_wave
@@ -189,6 +190,20 @@ INVENTORY_CASES = [
         sub("legacy_id: uid", 'legacy_id: "uid\\N"'),
         "uid\\N",
         "municipalities[1].legacy.directory.attribute_map.legacy_id",
+    ),
+    Case(
+        "attribute-map-filter",
+        MUNIS,
+        sub("legacy_id: uid", "legacy_id: 'uid)(objectClass=*'"),
+        "uid)(",
+        "municipalities[1].legacy.directory.attribute_map.legacy_id",
+    ),
+    Case(
+        "attribute-map-unknown-key",
+        MUNIS,
+        sub("legacy_id: uid", "legacy_id: uid\n        password: userPassword"),
+        "userPassword",
+        "municipalities[1].legacy.directory.attribute_map.password.[key]",
     ),
     Case("municipalities-anchor", MUNIS, sub("name: Gausdal", "name: &n Gausdal\n  nick: *n"), "&n", ""),
     Case("broker-http", PLATFORM, sub("scheme: https", "scheme: http"), "broker:", "broker"),
@@ -435,3 +450,86 @@ def test_device_settings_refuse_every_line_separator(separator: str) -> None:
         with_settings("a=1\n", {f"us{separator}er": "kari"})
     with pytest.raises(InvalidInputError):
         with_settings("a=1\n", {"user": f"kari{separator}"})
+
+
+CAMPAIGN = {
+    "id": "test",
+    "name": "Test campaign",
+    "start": "2027-01-11",
+    "nights": {"weekdays": ["mon", "tue", "wed", "thu"], "start": "18:00", "end": "23:00"},
+    "users_per_hour": 10,
+    "max_users_per_night": 40,
+    "order": ["lillehammer", "gausdal", "oyer"],
+}
+
+
+@pytest.fixture(scope="module")
+def staff(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An inventory of 150 users: one a night on Mondays takes them almost three years."""
+    folder = tmp_path_factory.mktemp("staff") / "inventory"
+    generate(folder, users=150, seed=3, lab_dir="../lab")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("changes", "needle", "field", "said"),
+    [
+        ({"start": "9999-12-31"}, "start:", "start", "not a date this campaign can start on"),
+        ({"start": "0001-01-01"}, "start:", "start", "not a date this campaign can start on"),
+        ({"nights": {**CAMPAIGN["nights"], "start": 1800}}, "start: 1800", "nights.start", '"HH:MM"'),  # type: ignore[dict-item]
+        (
+            {"max_users_per_night": 1, "nights": {**CAMPAIGN["nights"], "weekdays": ["mon"]}},  # type: ignore[dict-item]
+            "max_users_per_night:",
+            "max_users_per_night",
+            "a campaign must fit in 2 years",
+        ),
+    ],
+    ids=["start-9999", "start-year-1", "night-start-integer", "one-user-a-night"],
+)
+def test_broken_campaign_file_is_refused_with_its_place(
+    staff: Path, tmp_path: Path, changes: dict[str, object], needle: str, field: str, said: str
+) -> None:
+    """`ikomm campaign plan` on a campaign file a lead mistyped: exit 2 with file, line and field, nothing written."""
+    path = tmp_path / "waves" / "campaign.yaml"
+    path.parent.mkdir()
+    text = yaml.safe_dump({**CAMPAIGN, **changes}, sort_keys=False)
+    path.write_text(text, encoding="utf-8")
+    result = CliRunner().invoke(app, ["campaign", "plan", str(path), "--inventory", str(staff)])
+    assert_refused(result, "campaign.yaml", yaml_line(text, needle), field)
+    assert said in result.output
+    assert sorted(p.name for p in path.parent.iterdir()) == ["campaign.yaml"]
+
+
+def test_a_file_given_as_a_folder_is_refused(base: Path, tmp_path: Path) -> None:
+    """--out naming a file (not a folder) is refused with exit 2 by `campaign plan` and `lab generate`."""
+    (tmp_path / "waves").mkdir()
+    path = tmp_path / "waves" / "campaign.yaml"
+    path.write_text(yaml.safe_dump(CAMPAIGN), encoding="utf-8")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("keep me")
+    for args in (
+        ["campaign", "plan", str(path), "--inventory", str(base), "--out", str(a_file)],
+        ["lab", "generate", "--users", "30", "--out", str(a_file)],
+    ):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2 and "not a folder" in result.output, result.output[-2000:]
+        assert "Traceback" not in result.output
+    assert a_file.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("name", ["pilot\n", "pilot\r\n", "../pilot", "", "pilot.yaml\n"])
+def test_names_with_a_trailing_newline_are_no_names(tmp_path: Path, name: str) -> None:
+    """A device id or a served wave's name is matched whole: a trailing newline is refused, not matched before."""
+    from flows.served import wave_path
+
+    (tmp_path / "pilot.yaml").write_text("id: pilot\n")
+    with pytest.raises(InvalidInputError):
+        wave_path(tmp_path, name)
+    with pytest.raises(InvalidInputError):
+        DeviceConfigs(None, "/srv/thinclient").path(name.replace("pilot", "tc-1"))  # type: ignore[arg-type]
+
+
+def test_an_empty_name_names_no_entry() -> None:
+    """child_dn refuses an empty value (an RDN of nothing) with InvalidInputError, not IndexError."""
+    with pytest.raises(InvalidInputError, match="names no entry"):
+        child_dn("CN", "", "OU=Gausdal,DC=ikomm,DC=no")
