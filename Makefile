@@ -3,15 +3,16 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := slapd ldap-utils samba samba-ad-dc winbind openssh-server python3-venv chromium postgresql redis-server
+APT_PACKAGES := slapd ldap-utils samba samba-ad-dc winbind openssh-server python3-venv chromium postgresql redis-server nginx
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
 .PHONY: setup apt venv test lint unit integration demo bench bench-campaign bench-cockpit bench-tenant bench-scale bench-prefect-floor lab-up lab-down clean
 
 setup: apt venv
 
-# System packages: the real servers of the lab (slapd, Samba AD DC, sshd), Chromium for the UI test, and
-# PostgreSQL and Redis for production mode (ikomm server start --production).
+# System packages: the real servers of the lab (slapd, Samba AD DC, sshd), Chromium for the UI test,
+# PostgreSQL and Redis for production mode (ikomm server start --production), and nginx, the proxy that gives
+# the Prefect UI its sign-in and roles (ikomm access). None of their system services is used: ikomm starts its own.
 apt:
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
 	  echo "installing system packages: $(APT_PACKAGES)"; \
@@ -48,6 +49,8 @@ demo: setup
 	$(BIN)/ikomm inventory validate
 	$(BIN)/ikomm lab up
 	$(BIN)/ikomm server start
+	$(BIN)/ikomm access add helpdesk --role helpdesk >/dev/null   # sign-ins for the UI: .ikomm/access/*.password
+	$(BIN)/ikomm access add lead --role lead >/dev/null
 	$(BIN)/ikomm serve --stop >/dev/null   # a served process of an earlier demo
 	rm -rf .ikomm/ledger.db* .ikomm/credentials/pilot.csv   # the lab starts afresh, so does the demo's ledger
 	$(BIN)/ikomm wave run waves/pilot.yaml --auto-approve --outside-window   # the pilot's night is past: the demo replays it
@@ -57,6 +60,7 @@ demo: setup
 	@echo
 	@echo "The pilot wave ran against the lab's real servers on 127.0.0.x. Where to look:"
 	@echo "  Prefect UI:  http://127.0.0.1:4200/runs  (flow run 'pilot'; task runs 'gausdal/gd10074 · froydis.sveen3 · migrate')"
+	@echo "               sign in with the line in .ikomm/access/helpdesk.password (reads only) or lead.password (may start and approve)"
 	@echo "               artifacts: wave-pilot-progress, wave-pilot-users, wave-pilot-summary; each user's card on their task run"
 	@echo "               deployments: start-wave/wave and start-rollback/rollback (ikomm serve; stop: ikomm serve --stop)"
 	@echo "  screenshots: .ikomm/screenshots/ (what docs/helpdesk.md shows)"

@@ -26,7 +26,7 @@ from rich.table import Table
 
 from bench.wave import lab_pids, tree
 from flows.api import api_json
-from ikomm import production
+from ikomm import access, production
 from ikomm.inventory import load_inventory
 from ikomm.ledger import Ledger
 from lab import process
@@ -130,6 +130,7 @@ def one_size(users: int, console: Console) -> dict[str, object]:
                             "state": {"type": {"any_": ["COMPLETED", "FAILED", "CRASHED"]}},
                         }
                     },
+                    credential=access.existing_service_credential(state),
                 )
                 for i in range(0, len(links), 500)
             )

@@ -18,10 +18,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+from ikomm import access
 from ikomm.errors import FatalError
 from ikomm.processes import await_group_end, group_alive
 
 HOST = "127.0.0.1"
+NGINX = "/usr/sbin/nginx"  # Debian's (make setup installs it): the proxy that gives the UI its roles
 
 
 def port() -> int:
@@ -78,17 +80,32 @@ def task_run_url(task_run_id: str) -> str:
     return f"{ui_base()}/runs/task-run/{task_run_id}"
 
 
+def internal_port() -> int:
+    """Where Prefect itself listens, on 127.0.0.1 only: behind the proxy (ikomm.access)."""
+    return port() + access.INTERNAL_OFFSET
+
+
 def client_env() -> dict[str, str]:
-    """Settings a process needs to talk to the local server (set before Prefect is imported)."""
-    return {"PREFECT_API_URL": api_url(), "PREFECT_HOME": str(state_dir() / "prefect")}
+    """Settings a process needs to talk to the local server (set before Prefect is imported): its address and the
+    service's credential (none before the server first started)."""
+    env = {"PREFECT_API_URL": api_url(), "PREFECT_HOME": str(state_dir() / "prefect")}
+    credential = access.existing_service_credential(state_dir())
+    if credential is not None:
+        env["PREFECT_API_AUTH_STRING"] = credential
+    return env
 
 
-def healthy(timeout: float = 1.0) -> bool:
+def healthy(timeout: float = 1.0, url: str | None = None) -> bool:
+    """Whether the server answers its health probe through the proxy (or at url)."""
     try:
-        with urllib.request.urlopen(f"{api_url()}/health", timeout=timeout) as resp:
+        with urllib.request.urlopen(f"{url or api_url()}/health", timeout=timeout) as resp:
             return bool(json.loads(resp.read()))
     except (OSError, ValueError):
         return False
+
+
+def _internal_api() -> str:
+    return f"http://{HOST}:{internal_port()}/api"
 
 
 def start(timeout: float = 90.0, production: bool = False) -> str:
@@ -99,6 +116,14 @@ def start(timeout: float = 90.0, production: bool = False) -> str:
     """
     if healthy():
         return "running"
+    if not healthy(url=_internal_api()):
+        _start_prefect(timeout, production)
+    _start_proxy(timeout)
+    return "started"
+
+
+def _start_prefect(timeout: float, production: bool) -> None:
+    """Prefect's server on the internal port, its own Basic auth on with the service's credential."""
     from ikomm import production as prod
 
     extra: dict[str, str] = {}
@@ -109,26 +134,55 @@ def start(timeout: float = 90.0, production: bool = False) -> str:
     folder.mkdir(exist_ok=True, mode=0o700)
     for made_before in folder.glob("*.db*"):  # by an older version, with the default mode
         made_before.chmod(0o600)
+    service = access.service_credential(state_dir())
     env = {
         **os.environ,
         **SERVER_SETTINGS,
         "PREFECT_HOME": str(folder),
         "PREFECT_SERVER_API_HOST": HOST,
-        "PREFECT_SERVER_API_PORT": str(port()),
-        "PREFECT_UI_API_URL": api_url(),
-        "PREFECT_API_URL": api_url(),
+        "PREFECT_SERVER_API_PORT": str(internal_port()),
+        "PREFECT_SERVER_API_AUTH_STRING": service,
+        "PREFECT_UI_API_URL": api_url(),  # the browser's way in: the proxy
+        "PREFECT_API_URL": _internal_api(),
+        "PREFECT_API_AUTH_STRING": service,
         **extra,
     }
     prefect = Path(sys.executable).with_name("prefect")
-    proc = spawn("server", [str(prefect), "server", "start", "--host", HOST, "--port", str(port())], env)
+    argv = [str(prefect), "server", "start", "--host", HOST, "--port", str(internal_port())]
+    _await(spawn("server", argv, env), _internal_api(), "the Prefect server", folder / "server.log", timeout)
+
+
+def _start_proxy(timeout: float) -> None:
+    """The proxy (nginx) on the public port, its files written afresh; reloaded instead if it runs."""
+    if reload_proxy():
+        _await(None, api_url(), "the proxy (nginx)", state_dir() / "access" / "proxy-error.log", timeout)
+        return
+    conf = state_dir() / "access" / "nginx.conf"
+    log = conf.parent / "proxy-error.log"
+    argv = [NGINX, "-c", str(conf), "-p", str(conf.parent), "-e", str(log)]
+    _await(spawn("proxy", argv, dict(os.environ)), api_url(), "the proxy (nginx)", log, timeout)
+
+
+def reload_proxy() -> bool:
+    """Rewrite the proxy's files (people, roles, the service's credential) and let a running proxy reread them;
+    False if none runs."""
+    access.write_proxy_config(private_state_dir(), port(), HOST)
+    running = spawned("proxy")
+    if running is None:
+        return False
+    os.kill(running, signal.SIGHUP)  # nginx rereads its files; the old workers finish their requests first
+    return True
+
+
+def _await(proc: subprocess.Popen[bytes] | None, url: str, what: str, log: Path, timeout: float) -> None:
+    """Wait until url's health probe answers; FatalError naming the log if the process exits or time runs out."""
     deadline = time.monotonic() + timeout
-    while not healthy():
-        if proc.poll() is not None:
-            raise FatalError(f"the Prefect server exited at once; see {folder / 'server.log'}")
+    while not healthy(url=url):
+        if proc is not None and proc.poll() is not None:
+            raise FatalError(f"{what} exited at once; see {log}")
         if time.monotonic() > deadline:
-            raise FatalError(f"the Prefect server did not answer within {timeout:.0f} s; see {folder / 'server.log'}")
-        time.sleep(0.3)
-    return "started"
+            raise FatalError(f"{what} did not answer within {timeout:.0f} s; see {log}")
+        time.sleep(0.2)
 
 
 def stop() -> bool:
@@ -136,6 +190,7 @@ def stop() -> bool:
     was running."""
     from ikomm import production as prod
 
+    stop_spawned("proxy")
     stopped = stop_spawned("server")
     prod.stop()
     return stopped

@@ -9,6 +9,7 @@ off the network: this machine's closed network refuses Chromium's background con
 from __future__ import annotations
 
 import argparse
+import base64
 import re
 import time
 from collections.abc import Iterator
@@ -50,10 +51,15 @@ class HelpdeskView:
     browser: Browser
     ui: str
     shots: Path | None = None  # where to keep screenshots, if anywhere
+    credential: str | None = None  # "name:password", as typed into the UI's sign-in page (ikomm access add)
 
     def page(self) -> Page:
+        """A new tab, signed in as the UI's sign-in page leaves it (the credential in the page's local storage)."""
         page = self.browser.new_page(viewport={"width": 1400, "height": 900})
         page.set_default_timeout(TIMEOUT_MS)
+        if self.credential is not None:
+            token = base64.b64encode(self.credential.encode()).decode()  # base64: nothing to quote
+            page.add_init_script(f"localStorage.setItem('prefect-password', '{token}')")
         return page
 
     def _shot(self, page: Page, name: str | None) -> None:
@@ -134,6 +140,14 @@ class HelpdeskView:
             page.close()
 
 
+def sign_in(state: Path, name: str) -> str:
+    """The "name:password" handed over to name by `ikomm access add` (the demo's helpdesk and lead)."""
+    path = state / "access" / f"{name}.password"
+    if not path.is_file():
+        raise SystemExit(f"no sign-in for {name}: run `ikomm access add {name} --role ...` first")
+    return path.read_text(encoding="utf-8").strip()
+
+
 def screenshots(wave_id: str, out: Path) -> list[Path]:
     """Screenshots of what the helpdesk sees after a wave (the demo's): a moved user's page and card, a held
     user's page, a search by account name, the wave's run and summary."""
@@ -146,7 +160,7 @@ def screenshots(wave_id: str, out: Path) -> list[Path]:
     moved = next(u for u in users if u.state == "verified" and u.key in links)
     held = next((u for u in users if u.state == "held" and u.key in links), None)
     with chromium() as browser:
-        view = HelpdeskView(browser, server.ui_base(), out)
+        view = HelpdeskView(browser, server.ui_base(), out, sign_in(server.state_dir(), "helpdesk"))
         view.task_run(links[moved.key], shot="helpdesk-moved-user")
         view.card(links[moved.key], shot="helpdesk-user-card")
         if held is not None:

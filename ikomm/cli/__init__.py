@@ -14,6 +14,7 @@ explicitly: no module registers itself by being imported, and none imports anoth
     tenant       add, remove, list                   ikomm.cli.tenant
     audit        isolation                           ikomm.cli.tenant
     worker       start, stop, list                   ikomm.cli.worker
+    access       add, list, remove (UI sign-ins)     ikomm.cli.access
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import typer
 
 from ikomm.cli import (
+    access,
     campaign,
     credentials,
     inventory,
@@ -49,6 +51,7 @@ app.add_typer(campaign.app, name="campaign")
 app.add_typer(tenant.app, name="tenant")
 app.add_typer(tenant.audit_app, name="audit")
 app.add_typer(worker.app, name="worker")
+app.add_typer(access.app, name="access")
 
 
 def main() -> None:

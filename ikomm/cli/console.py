@@ -57,8 +57,13 @@ def existing_ledger() -> Ledger | None:
 
 
 def use_local_server() -> None:
-    """Point Prefect at the local server (started if needed) unless PREFECT_API_URL says otherwise."""
+    """Point Prefect at the local server (started if needed) unless PREFECT_API_URL says otherwise; a process that
+    talks to the local server carries the service's credential (never sent to another server)."""
     if "PREFECT_API_URL" not in os.environ:
         if server.start() == "started":
             err.print(styled((f"started the Prefect server at {server.api_url()}", "dim")))
         os.environ.update(server.client_env())
+    elif os.environ["PREFECT_API_URL"].rstrip("/") == server.api_url():  # this state folder's server
+        credential = server.client_env().get("PREFECT_API_AUTH_STRING")
+        if credential is not None:
+            os.environ["PREFECT_API_AUTH_STRING"] = credential

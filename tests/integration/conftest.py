@@ -82,11 +82,12 @@ PREFECT_PORT = "4210"  # not the demo's 4200: tests never touch the demo's serve
 def prefect_api() -> Iterator[str]:
     """A local Prefect server for the session, with its state under the test folder; its API URL."""
     state = test_root() / "prefect-state"
-    saved = {k: os.environ.get(k) for k in ("IKOMM_STATE", "IKOMM_PREFECT_PORT")}
+    saved = {k: os.environ.get(k) for k in ("IKOMM_STATE", "IKOMM_PREFECT_PORT", "PREFECT_API_AUTH_STRING")}
     os.environ.update({"IKOMM_STATE": str(state), "IKOMM_PREFECT_PORT": PREFECT_PORT})
     try:
         server.stop()  # one left over from an interrupted session
         server.start()
+        os.environ["PREFECT_API_AUTH_STRING"] = server.client_env()["PREFECT_API_AUTH_STRING"]  # the service's
         yield server.api_url()
     finally:
         server.stop()

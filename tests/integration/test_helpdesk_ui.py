@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from datetime import date
 
-from ikomm import server
+import httpx
+import pytest
+from playwright.sync_api import Page
+
+from flows.api import api_json, api_session
+from ikomm import access, server
 from ikomm.inventory import Inventory
 from ikomm.ledger import Ledger
 from ikomm.policy import ready_date
@@ -22,8 +28,18 @@ def few_of(inv: Inventory, muni: str, moved: int = 4, held: int = 2) -> list[str
     return ready[:moved] + late[:held]
 
 
+@pytest.fixture(scope="module")
+def signed_in(prefect_api: str) -> dict[str, str]:
+    """A helpdesk person and a lead who may sign in to the session's UI: role -> "name:password"."""
+    state = server.state_dir()
+    made = {role: access.add_person(state, name, role) for name, role in (("hanne", "helpdesk"), ("lars", "lead"))}
+    server.reload_proxy()
+    time.sleep(0.5)  # nginx's workers reread the files
+    return {role: path.read_text(encoding="utf-8").strip() for role, path in made.items()}
+
+
 def test_the_helpdesk_finds_a_user_reads_their_story_and_sees_held_users_held(
-    env: Env, lab_inventory: Inventory, prefect_api: str
+    env: Env, lab_inventory: Inventory, prefect_api: str, signed_in: dict[str, str]
 ) -> None:
     """After a small wave: a held user's page says Held and why; a moved user's page shows the account name and
     the timeline, their card says what to tell them; a search by account name finds the user."""
@@ -39,7 +55,7 @@ def test_the_helpdesk_finds_a_user_reads_their_story_and_sees_held_users_held(
     ui = server.ui_base()
 
     with chromium() as browser:
-        view = HelpdeskView(browser, ui)
+        view = HelpdeskView(browser, ui, credential=signed_in["helpdesk"])
         page = view.task_run(links[held.key])
         assert f"{held.key} · " in page
         assert "\nHeld\n" in page and "Failed" not in page  # the state badge: nothing failed for them
@@ -64,3 +80,63 @@ def test_the_helpdesk_finds_a_user_reads_their_story_and_sees_held_users_held(
     # and the command line hands out the same page, whatever the case typed
     assert env.ikomm("status", moved.account.upper(), inventory=lab_inventory.root).returncode == 0
     assert f"{ui}/runs/task-run/{links[moved.key]}" in (env.dir / "ikomm-output.log").read_text()
+
+
+def test_the_helpdesk_reads_but_starts_resumes_cancels_and_deletes_nothing(
+    prefect_api: str, signed_in: dict[str, str]
+) -> None:
+    """Behind the proxy: without a sign-in the UI asks for one; the helpdesk's sign-in opens the pages, and every
+    write the UI makes for it (Run, resume, cancel, delete) is refused with the reason, shown in the UI; a lead's
+    sign-in may do them. The API is refused without credentials, and Prefect itself only takes the service's."""
+    flow = api_json(prefect_api, "/flows/", {"name": "ikomm-roles-check"})["id"]
+    deployment = api_json(prefect_api, "/deployments/", {"name": "roles", "flow_id": flow})["id"]
+    run = api_json(prefect_api, f"/deployments/{deployment}/create_flow_run", {})["id"]
+    ui = server.ui_base()
+    writes = [
+        ("POST", f"/api/deployments/{deployment}/create_flow_run", {}),
+        ("POST", f"/api/flow_runs/{run}/resume", {"run_input": {"approved": True}}),
+        ("POST", f"/api/flow_runs/{run}/set_state", {"state": {"type": "CANCELLING"}, "force": True}),
+        ("DELETE", f"/api/flow_runs/{run}", None),
+    ]
+    try:
+        assert httpx.get(f"{prefect_api}/admin/version").status_code == 401
+        internal = f"http://127.0.0.1:{server.internal_port()}/api/admin/version"
+        assert httpx.get(internal, auth=tuple(signed_in["lead"].split(":", 1))).status_code == 401  # type: ignore[arg-type]
+        with chromium() as browser:
+            page = HelpdeskView(browser, ui).page()  # signed in as a person does: on the UI's own sign-in page
+            page.goto(f"{ui}/deployments/deployment/{deployment}")
+            page.get_by_placeholder("admin:pass").fill("hanne:wrong")
+            page.get_by_role("button", name="Login").click()
+            page.get_by_text("Authentication failed").first.wait_for()
+            page.get_by_placeholder("admin:pass").fill(signed_in["helpdesk"])
+            page.get_by_role("button", name="Login").click()
+            page.get_by_text("ikomm-roles-check").first.wait_for()  # it reads
+            page.get_by_role("button", name="Run", exact=True).click()
+            page.get_by_text("Quick run").first.click()
+            page.get_by_text("may only read (helpdesk)").first.wait_for()  # the refusal, as the UI shows it
+            assert [_fetch(page, *w) for w in writes] == [403] * len(writes)
+            assert _fetch(page, "POST", "/api/flow_runs/filter", {"limit": 1}) == 200
+            assert api_json(prefect_api, f"/flow_runs/{run}")["state"]["type"] == "SCHEDULED"  # untouched
+
+            lead = HelpdeskView(browser, ui, credential=signed_in["lead"]).page()
+            lead.goto(f"{ui}/deployments/deployment/{deployment}")
+            lead.get_by_text("ikomm-roles-check").first.wait_for()
+            assert [_fetch(lead, *w) for w in writes[:1] + writes[2:]] == [201, 201, 204]
+    finally:
+        with api_session(prefect_api) as session:
+            session.delete(f"/flows/{flow}")
+
+
+def _fetch(page: Page, method: str, path: str, body: object) -> int:
+    """The status of an API call made as the UI makes it: from the page, with the sign-in it keeps."""
+    return int(
+        page.evaluate(
+            """async ([method, path, body]) => {
+                const headers = {"Content-Type": "application/json",
+                                 "Authorization": "Basic " + localStorage.getItem("prefect-password")};
+                const sent = body === null ? undefined : JSON.stringify(body);
+                return (await fetch(path, {method, headers, body: sent})).status;
+            }""",
+            [method, path, body],
+        )
+    )

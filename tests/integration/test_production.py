@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from flows.api import api_json
-from ikomm import production
+from ikomm import access, production
 from ikomm.inventory import Inventory
 from ikomm.ledger import Ledger
 from tests.integration.conftest import Env
@@ -76,11 +76,14 @@ def _in_one_process(prod_env: dict[str, str], inv: Inventory, state: Path) -> st
     assert set(seen) <= {"verified", "held", "left_out"} and seen["verified"] >= len(users) // 2, seen
 
     api = prod_env["PREFECT_API_URL"]
+    credential = access.existing_service_credential(Path(prod_env["IKOMM_STATE"]))  # production's own server
     deadline, recorded = time.monotonic() + 60, -1
     while time.monotonic() < deadline:
-        flows = api_json(api, "/flow_runs/filter", {"flow_runs": {"name": {"any_": ["prod · migrate"]}}})
-        ids = [f["id"] for f in flows.json()]
-        recorded = api_json(api, "/task_runs/count", {"flow_runs": {"id": {"any_": ids}}})
+        flows = api_json(
+            api, "/flow_runs/filter", {"flow_runs": {"name": {"any_": ["prod · migrate"]}}}, credential=credential
+        )
+        ids = [f["id"] for f in flows]
+        recorded = api_json(api, "/task_runs/count", {"flow_runs": {"id": {"any_": ids}}}, credential=credential)
         if recorded == len(users):
             break
         time.sleep(1)
@@ -205,7 +208,10 @@ def _on_two_workers(prod_env: dict[str, str], lab_inventory: Inventory, state: P
     assert set(seen) <= {"verified", "held", "left_out"} and seen["verified"] >= len(users) // 2, seen
 
     api = prod_env["PREFECT_API_URL"]
-    batches = api_json(api, "/flow_runs/filter", {"flow_runs": {"tags": {"all_": ["wave:workers"]}}})
+    credential = access.existing_service_credential(Path(prod_env["IKOMM_STATE"]))  # production's own server
+    batches = api_json(
+        api, "/flow_runs/filter", {"flow_runs": {"tags": {"all_": ["wave:workers"]}}}, credential=credential
+    )
     by_state: dict[str, list[str]] = {}
     for fr in batches:
         by_state.setdefault(fr["state_name"], []).append(fr["name"])
@@ -215,7 +221,7 @@ def _on_two_workers(prod_env: dict[str, str], lab_inventory: Inventory, state: P
 
     def count(ids: list[str], types: list[str]) -> int:
         query = {"task_runs": {"id": {"any_": ids}, "state": {"type": {"any_": types}}}}
-        return int(api_json(api, "/task_runs/count", query))
+        return int(api_json(api, "/task_runs/count", query, credential=credential))
 
     # every user's newest task run is in the API and finished (a user the killed batch had held stays linked to
     # its task run there, marked Crashed with the batch); every verified user's Completed
@@ -224,7 +230,7 @@ def _on_two_workers(prod_env: dict[str, str], lab_inventory: Inventory, state: P
     verified = [links[u.key] for u in users if u.state == "verified"]
     assert count(verified, ["COMPLETED"]) == len(verified)
 
-    limit = api_json(api, "/v2/concurrency_limits/ikomm-platform-ad")
+    limit = api_json(api, "/v2/concurrency_limits/ikomm-platform-ad", credential=credential)
     assert limit["limit"] == 4 and limit["active_slots"] == 0, limit  # the wave's value; every slot given back
     passwords = (state / "credentials" / "workers.csv").read_text()
     assert all(u.key in passwords for u in users if u.state == "verified")

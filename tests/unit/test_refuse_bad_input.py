@@ -21,6 +21,7 @@ from ikomm.errors import InvalidInputError
 from ikomm.inventory import load_inventory
 from ikomm.waves import load_wave
 from lab.synthetic import generate
+from tests.unit.test_campaign_plan import CAMPAIGN
 
 USERS = "users/gausdal.csv"
 DEVICES = "devices/gausdal.csv"
@@ -451,16 +452,6 @@ def test_device_settings_refuse_every_line_separator(separator: str) -> None:
     with pytest.raises(InvalidInputError):
         with_settings("a=1\n", {"user": f"kari{separator}"})
 
-
-CAMPAIGN = {
-    "id": "test",
-    "name": "Test campaign",
-    "start": "2027-01-11",
-    "nights": {"weekdays": ["mon", "tue", "wed", "thu"], "start": "18:00", "end": "23:00"},
-    "users_per_hour": 10,
-    "max_users_per_night": 40,
-    "order": ["lillehammer", "gausdal", "oyer"],
-}
 
 
 @pytest.fixture(scope="module")
