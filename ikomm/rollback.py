@@ -20,7 +20,7 @@ from pathlib import Path
 from ikomm.changes import ALREADY, from_record
 from ikomm.errors import IkommError, InvalidInputError, TransientError
 from ikomm.inventory import Inventory
-from ikomm.ledger import RECORDED, Ledger
+from ikomm.ledger import RECORDED, Ledger, UserRow
 from ikomm.snapshot import differences, take
 from ikomm.wave_run import WaveRun, set_state
 from ikomm.waves import WaveUser, load_wave
@@ -63,12 +63,43 @@ def select_users(
                 + ("among those named " if users else "")
                 + f"is of it (the wave's municipalities: {among})"
             )
+    if stages:
+        _refuse_lockouts(ledger, wave_id, chosen, tuple(stages))
     if stages and chosen and not any(ledger.changes(u.key, tuple(stages), RECORDED) for u in chosen):
         raise InvalidInputError(
             f"stage {', '.join(stages)}: no change of it is recorded for the {len(chosen)} user(s) chosen in wave "
             f"{wave_id}; nothing to undo"
         )
     return [u.key for u in chosen]
+
+
+def _refuse_lockouts(ledger: Ledger, wave_id: str, chosen: Sequence[UserRow], stages: tuple[str, ...]) -> None:
+    """Refuse to undo a stage whose undo, without a later stage's, leaves a user able to log on nowhere.
+
+    Undoing cutover points the thin client back at the legacy terminal server: the legacy account must be
+    enabled again too (retire undone). Undoing account disables the platform account: the thin client must point
+    back at the legacy server (cutover undone) with its account enabled (retire undone). The others can be undone
+    alone: retire alone re-enables the legacy account beside the platform's; entitle and files leave a logon.
+    """
+    for stage in stages:
+        needed = [later for later in LOGON_NEEDS.get(stage, ()) if later not in stages]
+        stuck = [u for u in chosen if needed and ledger.changes(u.key, tuple(needed))]
+        if stuck:
+            names = ", ".join(u.key for u in stuck[:5]) + (f" and {len(stuck) - 5} more" if len(stuck) > 5 else "")
+            also = ",".join((*stages, *needed))
+            raise InvalidInputError(
+                f"stage {stage} of wave {wave_id}: undoing it while {' and '.join(needed)} stays would leave "
+                f"{len(stuck)} user(s) able to log on nowhere ({names}): "
+                + LOCKOUT[stage]
+                + f"; undo them together: --stage {also}"
+            )
+
+
+LOGON_NEEDS = {"cutover": ("retire",), "account": ("cutover", "retire")}  # what must go with a stage's undo
+LOCKOUT = {
+    "cutover": "the thin client would point back at the legacy terminal server, where the account stays disabled",
+    "account": "the platform account would be disabled while the thin client still points at the platform",
+}
 
 
 def _user_key(ledger: Ledger, wave_id: str, name: str) -> str:

@@ -23,18 +23,21 @@ app = typer.Typer(help="Undo a user, a stage or a wave from the ledger.", no_arg
 verify_app = typer.Typer(help="Prove that a rollback restored what was there.", no_args_is_help=True)
 
 StageOpt = Annotated[
-    list[str] | None, typer.Option("--stage", help=f"Only this stage ({', '.join(STAGES)}); repeatable.")
+    list[str] | None,
+    typer.Option("--stage", help=f"Only these stages ({', '.join(STAGES)}): repeatable, or comma-separated."),
 ]
 PurgeOpt = Annotated[bool, typer.Option("--purge", help="Delete the platform account instead of parking it.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Undo even what changed after the migration (drift).")]
 
 
 def _stages(stages: list[str] | None) -> list[str]:
-    for s in stages or []:
+    """The stages named, each --stage taking one or several (`--stage cutover,retire`); exit 2 for an unknown one."""
+    named = [s.strip() for value in stages or [] for s in value.split(",") if s.strip()]
+    for s in named:
         if s not in STAGES:
             err.print(styled(("error:", "red"), f" --stage {s!r}: choose one of {', '.join(STAGES)}"))
             raise typer.Exit(2)
-    return list(stages or [])
+    return list(dict.fromkeys(named))
 
 
 def _wave_of(ledger: Ledger, user: str) -> tuple[str, str]:

@@ -61,8 +61,29 @@ def test_rollback_runbooks_user_legacy_stage_and_wave(env: Env, lab_inventory: I
     assert "0 difference(s)" in out
     out = run_page(env, "legacy-needed-again.md", {"USER_ID": verified[1], "WAVE": "rb"}, inv)
     assert "0 difference(s)" in out
-    out = run_page(env, "rollback-stage.md", {"WAVE": "rb", "STAGE": "cutover", "MUNICIPALITY": "gausdal"}, inv)
-    assert "0 difference(s)" in out
+    # the cutover alone would point Gausdal's thin clients at disabled legacy accounts: refused, nothing undone
+    alone = env.said(
+        "rollback",
+        "wave",
+        "rb",
+        "--stage",
+        "cutover",
+        "--municipality",
+        "gausdal",
+        "--yes",
+        "--inventory",
+        str(inv.root),
+    )
+    assert (
+        alone.returncode == 2 and "able to log on nowhere" in alone.stderr and "--stage cutover,retire" in alone.stderr
+    )
+    assert all(
+        u.state == "verified"
+        for u in Ledger(env.ledger_url).users("rb")
+        if u.muni == "gausdal" and u.key in verified[2:]
+    )
+    out = run_page(env, "rollback-stage.md", {"WAVE": "rb", "STAGES": "cutover,retire", "MUNICIPALITY": "gausdal"}, inv)
+    assert "0 difference(s)" in out  # the thin client and the legacy account (enabled) as before the wave
     out = run_page(env, "rollback-wave.md", {"WAVE": "rb"}, inv)
     assert "0 difference(s)" in out
     again = run_page(env, "rollback-wave.md", {"WAVE": "rb"}, inv)
