@@ -774,13 +774,18 @@ class Ledger:
     def changes(
         self, key: str, stages: tuple[str, ...] | None = None, statuses: tuple[str, ...] = ("planned", "done")
     ) -> list[ChangeRow]:
-        """A user's changes, newest first (the order to undo them in)."""
+        """A user's changes, the last made first (the order to undo them in).
+
+        Last made, not first recorded: a change made again after it was undone keeps its record (and its id) and
+        gets a new planned time, and must be undone before what was made before it in that attempt (an account
+        enabled again after it was brought back from the parking OU is disabled before it is parked again).
+        """
         c = changes_t.c
         query = sa.select(changes_t).where(c.key == key, c.status.in_(statuses))
         if stages:
             query = query.where(c.stage.in_(stages))
         with self.engine.connect() as conn:
-            rows = conn.execute(query.order_by(c.id.desc())).mappings()
+            rows = conn.execute(query.order_by(c.planned.desc(), c.id.desc())).mappings()
             return [ChangeRow(**{**r, "undo": json.loads(r["undo"])}) for r in rows]
 
 

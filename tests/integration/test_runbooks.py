@@ -104,6 +104,14 @@ def test_resume_runbooks_after_a_file_server_died(env: Env, lab: Lab, lab_invent
         lab.start_server("fs-gausdal")
     run_page(env, page, {"WAVE": "stopp"}, inv)
     assert {u.state for u in Ledger(env.ledger_url).users("stopp")} <= {"verified", "held"}
+    if page != "file-server-died.md":
+        return
+    # the retried users were undone once (accounts parked), then taken again: the wave still rolls back whole
+    out = run_page(env, "rollback-wave.md", {"WAVE": "stopp"}, inv)
+    assert "0 difference(s)" in out
+    assert {u.state for u in Ledger(env.ledger_url).users("stopp")} <= {"rolled_back", "held"}
+    again = run_page(env, "rollback-wave.md", {"WAVE": "stopp"}, inv)
+    assert "nothing to undo" in again and "0 difference(s)" in again
 
 
 def test_start_a_wave_runbook_checks_plans_preflights_and_runs(env: Env, lab_inventory: Inventory) -> None:
