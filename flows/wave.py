@@ -28,7 +28,7 @@ from prefect.flow_runs import pause_flow_run
 from prefect.futures import wait
 from prefect.input import RunInput
 from prefect.runtime import flow_run
-from prefect.states import Completed
+from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows import without_heartbeats
@@ -43,7 +43,7 @@ from ikomm.leases import Lease
 from ikomm.ledger import FINAL, Ledger, now, url_for
 from ikomm.opening import open_wave
 from ikomm.policy import ready_date
-from ikomm.report import summary_markdown, table_rows
+from ikomm.report import outcome_words, summary_markdown, table_rows
 from ikomm.server import task_run_url
 from ikomm.wave_run import LocalGate, WaveRun
 from ikomm.waves import Wave, load_wave
@@ -176,13 +176,19 @@ def wave_flow(
 
 
 def final_state(ledger: Ledger, wave_id: str, result: dict[str, Any]) -> State[dict[str, Any]]:
-    """The state a wave's run ends in: Completed with the users' counts, or Stopped with why and the counts."""
+    """The state a wave's run ends in, never green while a user failed: Completed with the users' counts;
+    Failed named "Failed users" ("done with 2 failed: 97 verified, 2 failed, 19 held") when some failed; Stopped
+    with why and the counts (of the Failed type when users failed)."""
     totals: dict[str, int] = {}
     for (_, state), n in ledger.counts(wave_id).items():
         totals[state] = totals.get(state, 0) + n
     message = counted(totals)
+    failed = totals.get("failed", 0)
     if result.get("state") != "done":
-        return Completed(name="Stopped", message=f"{result.get('reason') or 'stopped'}: {message}", data=result)
+        said = f"{result.get('reason') or 'stopped'}: {message}"
+        return (Failed if failed else Completed)(name="Stopped", message=said, data=result)
+    if failed:
+        return Failed(name="Failed users", message=f"{outcome_words('done', failed)}: {message}", data=result)
     return Completed(message=message, data=result)
 
 
@@ -343,14 +349,18 @@ def run_wave(
         try:
             # the municipalities: the wave's flow run all, a user's task run theirs
             with without_heartbeats(), tags(f"wave:{wave.id}"):
-                result: dict[str, Any] = wave_flow(  # type: ignore[assignment]  # a flow returning a State gives its data
+                ended = wave_flow(
                     wave.id,
                     str(wave_file.resolve()),
                     str(inventory.resolve()),
                     str(state_dir),
                     auto_approve,
                     wave.spec.options.workers if workers is None else workers,
+                    return_state=True,  # "Failed users" is an outcome, not an error: its data is the result
                 )
+                result: dict[str, Any] = ended.result(raise_on_failure=False)  # type: ignore[assignment]
+                if isinstance(result, BaseException):  # the flow itself failed or crashed
+                    raise result
         finally:
             LOADED.pop(str(inventory.resolve()), None)
     unrecorded = await_recorded(list(ledger.task_runs(wave.id, since=started).values()))  # this run's

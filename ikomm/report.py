@@ -17,12 +17,19 @@ def table_rows(ledger: Ledger, wave_id: str) -> list[dict[str, object]]:
     return [{"municipality": m, "state": s, "users": n} for (m, s), n in sorted(ledger.counts(wave_id).items())]
 
 
+def outcome_words(state: str, failed: int) -> str:
+    """How a wave's end is said everywhere (summary, terminal, flow run): "done", or "done with 5 failed"."""
+    return f"{state} with {failed} failed" if failed else state
+
+
 def summary_markdown(ledger: Ledger, wave_id: str, inv: Inventory, links: Mapping[str, str] | None = None) -> str:
     """The wave's summary: totals, every failed or held user with the reason (and a link to the user's page
     where links has one: user -> URL), unmapped legacy groups."""
     wave = ledger.wave(wave_id) or {}
     users = ledger.users(wave_id)
-    lines = [f"# Wave {wave_id}", "", f"State: **{wave.get('state', '?')}** {wave.get('detail', '')}".rstrip(), ""]
+    failed = sum(1 for u in users if u.state == "failed")
+    state = outcome_words(str(wave.get("state", "?")), failed)
+    lines = [f"# Wave {wave_id}", "", f"State: **{state}** {wave.get('detail', '')}".rstrip(), ""]
     lines += ["| municipality | state | users |", "|---|---|---|"]
     lines += [f"| {r['municipality']} | {r['state']} | {r['users']} |" for r in table_rows(ledger, wave_id)]
     trouble = [u for u in users if u.state in ("failed", "held", "left_out")]

@@ -1,4 +1,10 @@
-"""`ikomm wave run|status|approve`: run waves, follow them, approve their cutover."""
+"""`ikomm wave run|status|approve`: run waves, follow them, approve their cutover.
+
+`wave run` exits 0 when the wave is done and no user failed (held and left-out users are no failure: they
+wait, untouched); 1 when it stopped (failure budget, no approval, an error); 2 when it was refused before
+writing anything (bad input, preflight); 3 when it is done but some users failed (each undone, with the
+reason in `wave status`).
+"""
 
 from __future__ import annotations
 
@@ -32,7 +38,10 @@ from ikomm.errors import IkommError, InventoryError
 from ikomm.inventory import Inventory, load_inventory
 from ikomm.ledger import TAKEABLE, Ledger
 from ikomm.preflight import problems
+from ikomm.report import outcome_words
 from ikomm.waves import Wave, load_wave
+
+EXIT_STOPPED, EXIT_FAILED_USERS = 1, 3
 
 if TYPE_CHECKING:
     from ikomm.dryrun import WavePlan
@@ -293,6 +302,7 @@ def wave_run(
             raise fail(failure[0])
         raise failure[0]
     counts = {f"{m}/{s}": n for (m, s), n in sorted(ledger.counts(wave.id).items())}
+    failed_users = sum(n for (_, state), n in ledger.counts(wave.id).items() if state == "failed")
     result = {
         "wave": wave.id,
         **outcome,
@@ -303,7 +313,8 @@ def wave_run(
     if as_json:
         console.print_json(json.dumps(result))
     else:
-        console.print(f"wave {wave.id}: {outcome.get('state')} {outcome.get('reason', '')}".rstrip())
+        ending = outcome_words(str(outcome.get("state")), failed_users)
+        console.print(f"wave {wave.id}: {ending} {outcome.get('reason', '')}".rstrip())
         opening = outcome.get("opening") or {}
         said = {
             "skipped": "skipped (already moved by another wave)",
@@ -325,7 +336,7 @@ def wave_run(
             )
         console.print(f"initial passwords (root only): {result['credentials']}")
         console.print(f"Prefect UI: {result['ui']} (flow run '{wave.id}'; search task runs by municipality/legacy_id)")
-    raise typer.Exit(0 if outcome.get("state") == "done" else 1)
+    raise typer.Exit(EXIT_STOPPED if outcome.get("state") != "done" else EXIT_FAILED_USERS if failed_users else 0)
 
 
 @app.command("status")

@@ -22,6 +22,7 @@ from ikomm.ledger import FINAL, Ledger
 from ikomm.naming import account_names, platform_domain
 from lab.manager import Lab
 from tests.integration.conftest import Env
+from tests.integration.test_helpdesk_ui import few_of
 
 pytestmark = pytest.mark.integration
 
@@ -349,3 +350,30 @@ def test_approval_gate_waits_for_the_lead(env: Env, lab_inventory: Inventory) ->
     again = env.said("wave", "approve", "godkjenn", timeout=60)
     assert again.returncode != 0 and "godkjenn is not waiting for approval" in again.stdout + again.stderr
     assert (ledger.wave("godkjenn") or {})["approval"]["approver"] == "leder@ikomm.no"  # the answer stands
+
+
+def test_a_wave_with_failed_users_says_so_everywhere(env: Env, lab: Lab, lab_inventory: Inventory) -> None:
+    """Gausdal's file server is down for the whole wave and the failure budget lets it go on: Gausdal's users fail
+    (each undone), Øyer's move. Done, but nowhere green: exit 3, "done with N failed" on the terminal, in the
+    summary and on the flow run, whose state is of the Failed type ("Failed users")."""
+    users = few_of(lab_inventory, "gausdal", moved=2, held=0) + few_of(lab_inventory, "oyer", moved=2, held=0)
+    wave = env.wave_file("delvis", ["gausdal", "oyer"], users, approval_required=False, failure_budget=1.0)
+    lab.stop_server("fs-gausdal")
+    try:
+        proc = env.ikomm("wave", "run", str(wave), "--skip-preflight", inventory=lab_inventory.root)
+    finally:
+        lab.start_server("fs-gausdal")
+    said = (env.dir / "ikomm-output.log").read_text()
+    assert proc.returncode == 3, said[-3000:]
+    ended = Ledger(env.ledger_url).users("delvis")
+    failed = [u for u in ended if u.state == "failed"]
+    assert len(failed) == 2 and {u.muni for u in failed} == {"gausdal"}
+    assert [u.state for u in ended if u.muni == "oyer"] == ["verified", "verified"]
+    assert "wave delvis: done with 2 failed" in said
+    api = env.vars["PREFECT_API_URL"]
+    newest = {"flow_runs": {"name": {"any_": ["delvis"]}}, "sort": "EXPECTED_START_TIME_DESC", "limit": 1}
+    run = api_json(api, "/flow_runs/filter", newest)[0]
+    assert (run["state"]["type"], run["state"]["name"]) == ("FAILED", "Failed users"), run["state"]
+    assert run["state"]["message"].startswith("done with 2 failed: ")
+    summary = api_json(api, "/artifacts/filter", {"artifacts": {"key": {"any_": ["wave-delvis-summary"]}}})
+    assert summary and "State: **done with 2 failed**" in summary[-1]["data"]
