@@ -56,6 +56,19 @@ def existing_ledger() -> Ledger | None:
     return existing(url_for(server.state_dir()))
 
 
+def ledger_to_read() -> Ledger:
+    """The ledger a reading command (status, wave status, verify) reads; exit 2 if there is none here, creating
+    nothing (a command run in the wrong folder must not leave an empty ledger behind)."""
+    ledger = existing_ledger()
+    if ledger is None:
+        err.print(
+            styled(("error:", "red"), f" no ledger in {server.state_dir()}: no wave has run with this state folder"),
+            " (run from the folder the waves ran in, or set IKOMM_STATE or IKOMM_LEDGER_URL)",
+        )
+        raise typer.Exit(2)
+    return ledger
+
+
 def use_local_server() -> None:
     """Point Prefect at the local server (started if needed) unless PREFECT_API_URL says otherwise; a process that
     talks to the local server carries the service's credential (never sent to another server)."""

@@ -12,7 +12,18 @@ from rich.table import Table
 
 from ikomm import server
 from ikomm.changes import ALREADY
-from ikomm.cli.console import InventoryDir, JsonFlag, console, err, fail, ledger_url, load, styled, use_local_server
+from ikomm.cli.console import (
+    InventoryDir,
+    JsonFlag,
+    console,
+    err,
+    fail,
+    ledger_to_read,
+    ledger_url,
+    load,
+    styled,
+    use_local_server,
+)
 from ikomm.errors import IkommError
 from ikomm.inventory import Inventory
 from ikomm.ledger import Ledger
@@ -227,7 +238,7 @@ def verify_rollback_cmd(
     from ikomm.snapshot import OPERATIONAL
 
     inv = load(inventory)
-    ledger = Ledger(ledger_url())
+    ledger = ledger_to_read()
     run = _wave_run(inv, ledger, wave_id)
     try:
         key = _wave_of(ledger, user)[1] if user else None

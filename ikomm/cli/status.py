@@ -10,10 +10,9 @@ import typer
 from rich.table import Table
 
 from ikomm import server
-from ikomm.cli.console import InventoryDir, JsonFlag, console, err, ledger_url, styled
+from ikomm.cli.console import InventoryDir, JsonFlag, console, err, ledger_to_read, styled
 from ikomm.errors import IkommError
 from ikomm.inventory import load_inventory
-from ikomm.ledger import Ledger
 from ikomm.naming import fold
 
 
@@ -43,7 +42,7 @@ def user_status(
     as_json: JsonFlag = False,
 ) -> None:
     """What happened to a user, and when: state, stage, every event from the ledger, and the page in the UI."""
-    ledger = Ledger(ledger_url())
+    ledger = ledger_to_read()
     found = ledger.find_users(user, named(inventory, user))
     if not found:
         err.print(styled(("error:", "red"), f" no user {user!r} in the ledger {ledger.shown}"))

@@ -28,6 +28,7 @@ from ikomm.cli.console import (
     err,
     existing_ledger,
     fail,
+    ledger_to_read,
     ledger_url,
     load,
     styled,
@@ -346,7 +347,7 @@ def wave_status(
     as_json: JsonFlag = False,
 ) -> None:
     """Users of a wave per municipality and state, and the wave's own state."""
-    ledger = Ledger(ledger_url())
+    ledger = ledger_to_read()
     wave = ledger.wave(wave_id)
     if wave is None:
         err.print(styled(("error:", "red"), f" no wave {wave_id!r} in the ledger {ledger.shown}"))

@@ -98,3 +98,23 @@ def test_preflight_refuses_an_ended_window_unless_the_lead_says_so(inventory: Pa
     later = load_wave(wave(tmp_path, window={"start": "2999-01-10T18:00:00", "end": "2999-01-11T06:00:00"}), inv)
     run = SimpleNamespace(wave=later)
     assert window(run).ok and "opens at" in window(run).detail
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["wave", "status", "pilot"],
+        ["status", "gausdal/gd10001", "--inventory", "INVENTORY"],
+        ["verify", "rollback", "pilot", "--inventory", "INVENTORY"],
+    ],
+    ids=["wave-status", "status", "verify-rollback"],
+)
+def test_reading_commands_create_no_state(
+    inventory: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]
+) -> None:
+    """Run where no wave has run, a reading command says so (exit 2) and leaves no state folder or ledger."""
+    monkeypatch.setenv("IKOMM_STATE", str(tmp_path / "state"))
+    monkeypatch.delenv("IKOMM_LEDGER_URL", raising=False)
+    result = CliRunner().invoke(app, [str(inventory) if a == "INVENTORY" else a for a in args])
+    assert result.exit_code == 2 and "no ledger in" in result.output, result.output
+    assert not (tmp_path / "state").exists()
