@@ -303,12 +303,13 @@ def wave_run(
             raise fail(failure[0])
         raise failure[0]
     counts = {f"{m}/{s}": n for (m, s), n in sorted(ledger.counts(wave.id).items())}
+    passwords = server.state_dir() / "credentials" / f"{wave.id}.csv"
     failed_users = sum(n for (_, state), n in ledger.counts(wave.id).items() if state == "failed")
     result = {
         "wave": wave.id,
         **outcome,
         "users": counts,
-        "credentials": str(server.state_dir() / "credentials" / f"{wave.id}.csv"),
+        "credentials": str(passwords) if passwords.is_file() else None,  # none set: no file to point at
         "ui": f"{server.ui_url()}runs",
     }
     if as_json:
@@ -335,7 +336,8 @@ def wave_run(
                 f"  {outcome['unrecorded']} user(s)' task runs not yet shown finished in the Prefect UI "
                 "(the server records them a moment later; the ledger and `ikomm status` are already right)"
             )
-        console.print(f"initial passwords (root only): {result['credentials']}")
+        if result["credentials"]:
+            console.print(f"initial passwords (root only): {result['credentials']}")
         console.print(f"Prefect UI: {result['ui']} (flow run '{wave.id}'; search task runs by municipality/legacy_id)")
     raise typer.Exit(EXIT_STOPPED if outcome.get("state") != "done" else EXIT_FAILED_USERS if failed_users else 0)
 
