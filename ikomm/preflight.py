@@ -1,6 +1,6 @@
 """Preflight: everything a wave needs, checked before it writes anything (`ikomm preflight`, and `wave run`).
 
-    window      the wave's window has not ended
+    window      the wave's window is open now (or the lead runs it outside, recorded)
     servers     every directory, file server, the config host and the broker answer: TLS validated,
                 host keys known, credentials bind
     names       no account name the wave would create is taken by another user's account
@@ -62,22 +62,19 @@ def preflight(run: WaveRun, extra: list[Check] | None = None, outside_window: bo
 
 
 def window(run: WaveRun, outside_window: bool = False) -> Check:
-    """The wave's window has not ended (a wave without a window may run any time)."""
+    """The wave's window is open now (a wave without a window may run any time); before it opens or after it ended
+    only when the lead says so (--outside-window, recorded on the wave)."""
     w = run.wave.spec.window
     if w is None:
         return Check("window", True, "no window: the wave may run any time")
     now = datetime.now(UTC) if w.start.tzinfo is not None else datetime.now()
-    if w.end < now and outside_window:
-        return Check("window", True, f"ended at {w.end.isoformat()}; run anyway (--outside-window, recorded)")
-    if w.end < now:
-        return Check(
-            "window",
-            False,
-            f"the window ended at {w.end.isoformat()}: give the wave a new one, or run it anyway with --outside-window",
-        )
-    if w.start > now:
-        return Check("window", True, f"opens at {w.start.isoformat()} (now is before it: the run warns)")
-    return Check("window", True, f"open until {w.end.isoformat()}")
+    if w.start <= now <= w.end:
+        return Check("window", True, f"open until {w.end.isoformat()}")
+    when = f"ended at {w.end.isoformat()}" if w.end < now else f"opens at {w.start.isoformat()}"
+    if outside_window:
+        return Check("window", True, f"{when}; run anyway (--outside-window, recorded)")
+    then = "give the wave a new one" if w.end < now else "run it then"
+    return Check("window", False, f"the window {when}: {then}, or run it now anyway with --outside-window")
 
 
 def _try(name: str, probe: Callable[[], str]) -> Check:

@@ -62,8 +62,11 @@ def ledger_to_read() -> Ledger:
     ledger = existing_ledger()
     if ledger is None:
         err.print(
-            styled(("error:", "red"), f" no ledger in {server.state_dir()}: no wave has run with this state folder"),
-            " (run from the folder the waves ran in, or set IKOMM_STATE or IKOMM_LEDGER_URL)",
+            styled(
+                ("error:", "red"),
+                f" no ledger in {server.state_dir()}: no wave has run with this state folder (run from the folder "
+                "the waves ran in, or set IKOMM_STATE or IKOMM_LEDGER_URL)",
+            )
         )
         raise typer.Exit(2)
     return ledger
@@ -73,8 +76,14 @@ def use_local_server() -> None:
     """Point Prefect at the local server (started if needed) unless PREFECT_API_URL says otherwise; a process that
     talks to the local server carries the service's credential (never sent to another server)."""
     if "PREFECT_API_URL" not in os.environ:
-        if server.start() == "started":
-            err.print(styled((f"started the Prefect server at {server.api_url()}", "dim")))
+        if server.start() == "started":  # said loudly: a server that was down may be down for a reason
+            err.print(
+                styled(
+                    ("warning:", "bold yellow"),
+                    f" the Prefect server was not running: started it at {server.ui_url()} (every run reports "
+                    "there; `ikomm server status` shows it, `ikomm server stop` stops it)",
+                )
+            )
         os.environ.update(server.client_env())
     elif os.environ["PREFECT_API_URL"].rstrip("/") == server.api_url():  # this state folder's server
         credential = server.client_env().get("PREFECT_API_AUTH_STRING")

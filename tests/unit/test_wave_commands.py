@@ -83,7 +83,7 @@ def test_wave_status_says_when_it_cuts_the_list_short(tmp_path: Path, monkeypatc
 
 
 def test_preflight_refuses_an_ended_window_unless_the_lead_says_so(inventory: Path, tmp_path: Path) -> None:
-    """An ended window fails preflight and names the way out; --outside-window passes it; a later one passes."""
+    """A window that ended or has not opened fails preflight and names the way out; --outside-window passes it."""
     from types import SimpleNamespace
 
     from ikomm.inventory import load_inventory
@@ -96,8 +96,9 @@ def test_preflight_refuses_an_ended_window_unless_the_lead_says_so(inventory: Pa
     assert not window(run).ok and "--outside-window" in window(run).detail
     assert window(run, outside_window=True).ok
     later = load_wave(wave(tmp_path, window={"start": "2999-01-10T18:00:00", "end": "2999-01-11T06:00:00"}), inv)
-    run = SimpleNamespace(wave=later)
-    assert window(run).ok and "opens at" in window(run).detail
+    run = SimpleNamespace(wave=later)  # a month early is as wrong as a month late
+    assert not window(run).ok and "opens at" in window(run).detail and "--outside-window" in window(run).detail
+    assert window(run, outside_window=True).ok
 
 
 @pytest.mark.parametrize(
