@@ -59,6 +59,8 @@ def existing_ledger() -> Ledger | None:
 def ledger_to_read() -> Ledger:
     """The ledger a reading command (status, wave status, verify) reads; exit 2 if there is none here, creating
     nothing (a command run in the wrong folder must not leave an empty ledger behind)."""
+    if server.state_dir().is_dir():
+        server.private_state_dir()  # one made by hand, too loose, is made root's alone: nothing is created
     ledger = existing_ledger()
     if ledger is None:
         err.print(

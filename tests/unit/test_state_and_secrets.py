@@ -22,9 +22,10 @@ def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_state_folder_0700_and_ledger_0600_before_anything_else(state: Path) -> None:
-    """The first command that needs state makes the folder 0700 and the ledger database 0600."""
+    """The first command that writes state makes the folder 0700 and the ledger database 0600 (a reading one,
+    such as `wave status`, creates nothing: tests/unit/test_wave_commands.py)."""
 
-    result = CliRunner().invoke(app, ["wave", "status", "nosuch"])
+    result = CliRunner().invoke(app, ["credentials", "handed-over", "nosuch"])
     assert result.exit_code == 2
     assert state.stat().st_mode & 0o777 == 0o700
     assert (state / "ledger.db").stat().st_mode & 0o777 == 0o600
