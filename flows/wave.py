@@ -37,9 +37,9 @@ from flows.campaign import publish_status
 from flows.limits import leased
 from ikomm.campaign import campaign_status, status_markdown, wave_files
 from ikomm.chunks import chunks
-from ikomm.errors import ConflictError, IkommError
+from ikomm.errors import ConflictError, IkommError, ProcessGoneError
 from ikomm.inventory import Inventory, load_inventory
-from ikomm.leases import Lease
+from ikomm.leases import Lease, holder_alive, resume_command
 from ikomm.ledger import FINAL, Ledger, now, url_for
 from ikomm.opening import open_wave
 from ikomm.policy import ready_date
@@ -485,5 +485,19 @@ def approve_wave(wave_id: str, approval: dict[str, Any], ledger: Ledger, wait: f
                 why = f"no paused flow run named {wave_id!r}" + (f" after {wait:.0f} s" if asking else "")
                 raise ConflictError(f"wave {wave_id} is not waiting for approval ({why})")
             time.sleep(0.2)
+        wave = ledger.wave(wave_id) or {"id": wave_id}
+        if holder_alive(ledger, f"wave:{wave_id}") is not True:
+            # the process that paused is gone: resuming would turn the run Running with nobody behind it
+            ledger.approve(wave_id, approval)  # the next run takes the answer and does not ask again
+            said = "approved" if approval.get("approved") else "rejected"
+            why = f"its process ended while it waited for approval; the cutover was {said} afterwards"
+            ledger.set_wave(wave_id, "stopped", f"{why}. To go on: {resume_command(wave)}", ended=True)
+            for run in runs:
+                crash(client, run.id, f"{why}: nothing ran it on. To go on: {resume_command(wave)}")
+            raise ProcessGoneError(
+                f"wave {wave_id}: cutover {said} and recorded, but no process runs the wave any more "
+                f"(the run waiting for the answer had ended). To go on: {resume_command(wave)} "
+                "(it takes the recorded answer and does not ask again)"
+            )
     resume_flow_run(runs[0].id, run_input=Approval(**approval).model_dump())
     return str(runs[0].id)

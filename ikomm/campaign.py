@@ -41,6 +41,7 @@ from ikomm.errors import InvalidInputError, InventoryError, Problem
 from ikomm.inventory import Inventory
 from ikomm.inventory.load import load_yaml_model
 from ikomm.inventory.models import Model, Slug
+from ikomm.leases import as_it_is
 from ikomm.ledger import Ledger
 from ikomm.policy import left_out_reason, ready_date
 from ikomm.waves import Options, Wave, WaveUser, load_wave
@@ -449,7 +450,7 @@ def campaign_status(inv: Inventory, ledger: Ledger | None, waves: list[Wave]) ->
                 moved_on[key.split("/", 1)[0]][day] += 1
     statuses = []
     for wave in waves:
-        found = ledger.wave(wave.id) if ledger else None
+        found = as_it_is(ledger, recorded) if ledger and (recorded := ledger.wave(wave.id)) else None
         counts: Counter[str] = Counter()
         if ledger is not None and found is not None:
             for (_, state), n in ledger.counts(wave.id).items():

@@ -4,6 +4,7 @@
     ├── HeldError            not yet: the user waits for an application; nothing was written
     ├── TransientError       retry later: server down or busy, timeout, connection reset
     ├── ConflictError        needs a decision: entry exists, constraint violated, drift
+    │   └── ProcessGoneError the wave's process has ended: the answer is kept, a rerun goes on
     ├── InvalidInputError    fix the input: a file, a row, a field
     │   └── InventoryError   every problem found in the inventory, each naming file, row and field
     └── FatalError           stop: misconfiguration, refused host key, wrong credentials
@@ -31,6 +32,10 @@ class TransientError(IkommError):
 
 class ConflictError(IkommError):
     """The world is not as expected; a person must decide what to do."""
+
+
+class ProcessGoneError(ConflictError):
+    """The process that ran a wave has ended; what was asked of it is recorded for the next run."""
 
 
 class InvalidInputError(IkommError):

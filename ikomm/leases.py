@@ -107,3 +107,27 @@ def live_waves(ledger: Ledger) -> frozenset[str]:
         for name, holder, renewed in ledger.leases()
         if name.startswith("wave:") and alive(holder, renewed)
     )
+
+
+OPEN = frozenset({"running", "awaiting-approval"})  # wave states with a process behind them
+
+
+def resume_command(wave: dict[str, object]) -> str:
+    """The one command that takes a stopped wave further (its wave file as recorded)."""
+    return f"ikomm wave run {wave.get('file') or 'waves/' + str(wave['id']) + '.yaml'}"
+
+
+def as_it_is(ledger: Ledger, wave: dict[str, object]) -> dict[str, object]:
+    """The wave's ledger row, but 'stopped' with why and how to go on when it says running or awaiting
+    approval and no live process holds its lease (killed with `kill -9`, the machine rebooted)."""
+    if wave.get("state") not in OPEN:
+        return wave
+    found = ledger.lease(f"wave:{wave['id']}")
+    if found is not None and alive(*found):
+        return wave
+    gone = f" ({describe(found[0])})" if found else ""
+    detail = (
+        f"its process ended{gone} while the wave was {wave['state']}; nothing runs it now. "
+        f"To go on: {resume_command(wave)}"
+    )
+    return {**wave, "state": "stopped", "detail": detail}

@@ -37,6 +37,7 @@ from ikomm.cli.console import (
 from ikomm.cli.preflight import OutsideWindowOpt, WorkersOpt, print_checks, run_checks
 from ikomm.errors import IkommError, InventoryError
 from ikomm.inventory import Inventory, load_inventory
+from ikomm.leases import as_it_is
 from ikomm.ledger import TAKEABLE, Ledger
 from ikomm.preflight import problems
 from ikomm.report import outcome_words
@@ -71,7 +72,7 @@ def _stage_table(ledger: Ledger, wave_id: str, shown: int | None = SHOWN) -> Gro
     fails.add_column("reason", overflow="fold")
     for u in listed:
         fails.add_row(u.key, u.reason)
-    wave = ledger.wave(wave_id) or {}
+    wave = as_it_is(ledger, ledger.wave(wave_id) or {"id": wave_id, "state": "starting"})
     note = Table.grid()
     note.add_row(f"wave state: {wave.get('state', 'starting')} {wave.get('detail', '')}")
     if len(listed) < len(failed):
@@ -363,7 +364,7 @@ def wave_status(
         ]
         notes = ledger.notes(wave_id)
         console.print_json(
-            json.dumps({"wave": dict(wave.items()), "users": counts, "not_moved": failed, "notes": notes})
+            json.dumps({"wave": as_it_is(ledger, wave), "users": counts, "not_moved": failed, "notes": notes})
         )
         return
     console.print(_stage_table(ledger, wave_id, None if show_all else SHOWN))
@@ -403,7 +404,7 @@ def wave_list(
     except IkommError as exc:
         raise fail(exc) from None
     ledger = existing_ledger()
-    known = {w["id"]: w for w in ledger.waves()} if ledger else {}
+    known = {w["id"]: as_it_is(ledger, w) for w in ledger.waves()} if ledger else {}
     rows = []
     for wave_id in [*files, *sorted(set(known) - set(files))]:
         w, row = files.get(wave_id), known.get(wave_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import sqlite3
 import time
@@ -350,6 +351,40 @@ def test_approval_gate_waits_for_the_lead(env: Env, lab_inventory: Inventory) ->
     again = env.said("wave", "approve", "godkjenn", timeout=60)
     assert again.returncode != 0 and "godkjenn is not waiting for approval" in again.stdout + again.stderr
     assert (ledger.wave("godkjenn") or {})["approval"]["approver"] == "leder@ikomm.no"  # the answer stands
+
+
+def test_an_approval_after_the_process_died_says_so_and_the_rerun_goes_on(env: Env, lab_inventory: Inventory) -> None:
+    """kill -9 while the wave waits at the gate: status says stopped (not running), the approval is recorded but
+    said to need a rerun (rc 1, the command named), the paused flow run is Crashed, and the rerun goes on without
+    asking again."""
+    inv = lab_inventory
+    wave = env.wave_file("foreldrelos", ["oyer"], approval_required=True)
+    proc = env.ikomm("wave", "run", str(wave), inventory=inv.root, wait=False)
+    ledger = Ledger(env.ledger_url)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        row = ledger.wave("foreldrelos") if Path(env.ledger_url.removeprefix("sqlite:///")).exists() else None
+        if row and row["state"] == "awaiting-approval":
+            break
+        assert proc.poll() is None, (env.dir / "ikomm-output.log").read_text()[-3000:]
+        time.sleep(0.3)
+    time.sleep(2)  # the pause reaches the server a moment after the ledger says so
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    status = env.said("wave", "status", "foreldrelos")
+    assert "wave state: stopped" in status.stdout and "ikomm wave run" in status.stdout, status.stdout
+    listed = env.said("wave", "list", "--json", "--waves", str(wave.parent), "--inventory", str(inv.root))
+    assert {r["wave"]: r["state"] for r in json.loads(listed.stdout)}["foreldrelos"] == "stopped"
+    approve = env.said("wave", "approve", "foreldrelos", "--approver", "leder@ikomm.no", timeout=60)
+    said = approve.stdout + approve.stderr
+    assert approve.returncode == 1 and "no process runs the wave" in said and f"ikomm wave run {wave}" in said, said
+    api = env.vars["PREFECT_API_URL"]
+    runs = api_json(api, "/flow_runs/filter", {"flow_runs": {"name": {"any_": ["foreldrelos"]}}})
+    assert [r["state"]["type"] for r in runs] == ["CRASHED"], [r["state"] for r in runs]
+    rerun = env.ikomm("wave", "run", str(wave), inventory=inv.root, wait=False)
+    assert rerun.wait(timeout=300) == 0, (env.dir / "ikomm-output.log").read_text()[-3000:]  # asked nothing
+    assert {u.state for u in ledger.users("foreldrelos")} <= {"verified", "held"}
+    assert (ledger.wave("foreldrelos") or {})["approval"]["approver"] == "leder@ikomm.no"
 
 
 def test_a_wave_with_failed_users_says_so_everywhere(env: Env, lab: Lab, lab_inventory: Inventory) -> None:

@@ -453,7 +453,6 @@ def test_device_settings_refuse_every_line_separator(separator: str) -> None:
         with_settings("a=1\n", {"user": f"kari{separator}"})
 
 
-
 @pytest.fixture(scope="module")
 def staff(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An inventory of 150 users: one a night on Mondays takes them almost three years."""
