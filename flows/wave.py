@@ -15,7 +15,7 @@ import json
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 from prefect import State, flow, get_run_logger, tags
@@ -30,6 +30,7 @@ from prefect.input import RunInput
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import ConfigDict, Field
 
 from flows import without_heartbeats
 from flows.batch import Batches, crash
@@ -44,7 +45,7 @@ from ikomm.ledger import FINAL, Ledger, now, url_for
 from ikomm.opening import open_wave
 from ikomm.policy import ready_date
 from ikomm.report import outcome_words, summary_markdown, table_rows
-from ikomm.server import task_run_url
+from ikomm.server import task_run_url, ui_base
 from ikomm.wave_run import LocalGate, WaveRun
 from ikomm.waves import Wave, load_wave
 from tasks.user import RUNS, move_user, quiet_console, with_wave_retries
@@ -54,12 +55,37 @@ RECORDED_SECONDS = 60.0  # how long a wave's end waits for Prefect to record its
 LOADED: dict[str, Inventory] = {}  # run_wave's inventory by its folder, while its wave flow runs in this process
 
 
-class Approval(RunInput):
-    """The lead's answer at the gate before cutover."""
+APPROVE, REFUSE = "approve the cutover", "refuse the cutover"
 
-    approved: bool
-    approver: str
-    comment: str = ""
+
+class Approval(RunInput):
+    """The lead's answer at the gate before cutover: nothing is chosen until the lead chooses (the UI's Resume
+    form has no default to submit by mistake), and a refusal says why (the server refuses the form without)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {"properties": {"decision": {"const": REFUSE}}, "required": ["decision"]},
+            "then": {"required": ["comment"], "properties": {"comment": {"minLength": 3}}},
+        }
+    )
+
+    decision: Literal["approve the cutover", "refuse the cutover"] = Field(
+        title="Decision", description="Approve to cut the prepared users over now; refuse to stop the wave here."
+    )
+    approver: str = Field(min_length=2, title="Who decides", description="Name or e-mail, kept with the answer.")
+    comment: str = Field(
+        "", title="Reason", description="Needed to refuse (at least 3 characters); kept with the answer."
+    )
+
+    @classmethod
+    def of(cls, answer: dict[str, Any]) -> Approval:
+        """The form from the ledger's record of an answer: approved, approver, comment."""
+        decision = APPROVE if answer.get("approved") else REFUSE
+        return cls(decision=decision, approver=answer.get("approver", ""), comment=answer.get("comment", ""))
+
+    def answer(self) -> dict[str, Any]:
+        """The answer as the ledger records it."""
+        return {"approved": self.decision == APPROVE, "approver": self.approver, "comment": self.comment}
 
 
 class Progress:
@@ -307,16 +333,44 @@ def _answered(run: WaveRun, ledger: Ledger, auto_approve: bool) -> bool | None:
 def _ask(run: WaveRun, ledger: Ledger) -> bool:
     """Pause for the lead's answer (UI or `ikomm wave approve`) and record it."""
     ledger.set_wave(run.wave.id, "awaiting-approval", "cutover waits for the lead: ikomm wave approve " + run.wave.id)
+    point_to_gate(run.wave.id)
     answer = pause_flow_run(
-        wait_for_input=Approval.with_initial_data(approved=False, approver="", comment=""),
+        wait_for_input=Approval,
         timeout=APPROVAL_TIMEOUT,
         poll_interval=1,  # the answer is seen half a second after it is given on average: one small read a second
     )
     if answer is None:  # timed out
         return False
-    ledger.approve(run.wave.id, answer.model_dump())
+    ledger.approve(run.wave.id, answer.answer())
     ledger.set_wave(run.wave.id, "running")
-    return bool(answer.approved)
+    return answer.decision == APPROVE
+
+
+def point_to_gate(wave_id: str) -> None:
+    """On the run that started this wave from the UI (start-wave), a link to this run's gate: the lead who
+    started it there finds where to approve."""
+    parent = flow_run.parent_flow_run_id
+    if not parent:
+        return
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import ArtifactCreate
+
+    gate = f"{ui_base()}/runs/flow-run/{flow_run.id}"
+    text = (
+        f"# Wave {wave_id} waits for approval\n\nEvery user is prepared. The cutover waits at the gate on the "
+        f"wave's own flow run: [{wave_id}]({gate}) → **Resume**, choose the decision, sign it.\n\n"
+        f"Or from a terminal: `ikomm wave approve {wave_id} --approver NAME`."
+    )
+    with get_client(sync_client=True) as client:
+        client.create_artifact(
+            ArtifactCreate(
+                key=f"gate-{wave_id}".lower(),
+                type="markdown",
+                data=text,
+                description=f"where to approve wave {wave_id}",
+                flow_run_id=UUID(str(parent)),
+            )
+        )
 
 
 def run_wave(
@@ -499,5 +553,5 @@ def approve_wave(wave_id: str, approval: dict[str, Any], ledger: Ledger, wait: f
                 f"(the run waiting for the answer had ended). To go on: {resume_command(wave)} "
                 "(it takes the recorded answer and does not ask again)"
             )
-    resume_flow_run(runs[0].id, run_input=Approval(**approval).model_dump())
+    resume_flow_run(runs[0].id, run_input=Approval.of(approval).model_dump())
     return str(runs[0].id)

@@ -126,6 +126,23 @@ class HelpdeskView:
         finally:
             page.close()
 
+    def resume_form(self, flow_run_id: str, shot: str | None = None, submit: bool = False) -> str:
+        """The text of a paused flow run's Resume form (the approval gate), as the lead opens it; with submit,
+        Submit pressed as the form first shows (nothing chosen) and the text after."""
+        page = self.page()
+        try:
+            page.goto(f"{self.ui}/runs/flow-run/{flow_run_id}")
+            page.get_by_role("button", name="Resume").first.click()
+            page.get_by_text("Decision").first.wait_for()
+            self._shot(page, shot)
+            if submit:
+                page.get_by_role("button", name="Submit").first.click()
+                page.wait_for_timeout(1500)  # the form's answer (or the run's new state) shows a moment later
+                self._shot(page, f"{shot}-submitted" if shot else None)
+            return page.inner_text("body")
+        finally:
+            page.close()
+
     def artifact(self, key: str, shot: str | None = None) -> str:
         """The text of the newest version of a keyed artifact (the wave's summary)."""
         page = self.page()

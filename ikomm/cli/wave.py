@@ -377,7 +377,10 @@ def wave_approve(
     comment: Annotated[str, typer.Option(help="Why, or anything the record should say.")] = "",
     reject: Annotated[bool, typer.Option("--reject", help="Refuse the cutover instead.")] = False,
 ) -> None:
-    """Answer the wave's approval gate (as the Prefect UI's resume form does)."""
+    """Answer the wave's approval gate (as the Prefect UI's resume form does); a refusal says why (--comment)."""
+    if reject and len(comment.strip()) < 3:
+        err.print(styled(("error:", "red"), " --reject needs --comment: why the cutover is refused (kept with it)"))
+        raise typer.Exit(2)
     use_local_server()
     from flows.wave import approve_wave
 

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ikomm import server
+from ikomm import access, server
 from ikomm.connectors import Connectors
 from ikomm.errors import IkommError
 from ikomm.inventory import Inventory, load_inventory
@@ -154,3 +155,13 @@ def env(lab: Lab, prefect_api: str, tmp_path: Path) -> Iterator[Env]:
         "COLUMNS": "200",
     }
     yield Env(tmp_path, variables, url)
+
+
+@pytest.fixture(scope="module")
+def signed_in(prefect_api: str) -> dict[str, str]:
+    """A helpdesk person and a lead who may sign in to the session's UI: role -> "name:password"."""
+    state = server.state_dir()
+    made = {role: access.add_person(state, name, role) for name, role in (("hanne", "helpdesk"), ("lars", "lead"))}
+    server.reload_proxy()
+    time.sleep(0.5)  # nginx's workers reread the files
+    return {role: path.read_text(encoding="utf-8").strip() for role, path in made.items()}

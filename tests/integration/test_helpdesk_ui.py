@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from datetime import date
 
 import httpx
-import pytest
 from playwright.sync_api import Page
 
 from flows.api import api_json, api_session
-from ikomm import access, server
+from ikomm import server
 from ikomm.inventory import Inventory
 from ikomm.ledger import Ledger
 from ikomm.policy import ready_date
@@ -26,16 +24,6 @@ def few_of(inv: Inventory, muni: str, moved: int = 4, held: int = 2) -> list[str
     ready = [u.legacy_id for u in users if (ready_date(inv, muni, u) or today) <= today]
     assert len(late) >= held and len(ready) >= moved, "the test inventory has held and ready users"
     return ready[:moved] + late[:held]
-
-
-@pytest.fixture(scope="module")
-def signed_in(prefect_api: str) -> dict[str, str]:
-    """A helpdesk person and a lead who may sign in to the session's UI: role -> "name:password"."""
-    state = server.state_dir()
-    made = {role: access.add_person(state, name, role) for name, role in (("hanne", "helpdesk"), ("lars", "lead"))}
-    server.reload_proxy()
-    time.sleep(0.5)  # nginx's workers reread the files
-    return {role: path.read_text(encoding="utf-8").strip() for role, path in made.items()}
 
 
 def test_the_helpdesk_finds_a_user_reads_their_story_and_sees_held_users_held(

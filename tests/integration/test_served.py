@@ -15,6 +15,7 @@ from flows.api import api_json, api_session
 from ikomm.access import basic
 from ikomm.inventory import Inventory
 from ikomm.ledger import Ledger
+from lab.browser import HelpdeskView, chromium
 from tests.integration.conftest import Env
 from tests.integration.test_helpdesk_ui import few_of
 
@@ -53,7 +54,7 @@ def paused_run(api: str, name: str, timeout: float = 240) -> str:
 
 
 def test_a_lead_starts_a_wave_and_an_operator_a_rollback_from_the_ui(
-    env: Env, lab_inventory: Inventory, prefect_api: str
+    env: Env, lab_inventory: Inventory, prefect_api: str, signed_in: dict[str, str]
 ) -> None:
     waves = env.dir / "waves"
     waves.mkdir()
@@ -83,12 +84,23 @@ def test_a_lead_starts_a_wave_and_an_operator_a_rollback_from_the_ui(
         gate = paused_run(prefect_api, "fra-ui")  # preflight passed, every user prepared, the gate waits
         ledger = Ledger(env.ledger_url)
         assert {u.stage for u in ledger.users("fra-ui") if u.state == "running"} == {"prepared"}
+        # the start run points to the gate; the form has no default to submit by mistake, a refusal needs a reason
+        links = api_json(prefect_api, "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [started]}}})
+        assert any(f"/runs/flow-run/{gate}" in (a.get("data") or "") for a in links), links
+        with chromium() as browser:  # the lead opens the gate in the UI and presses Submit at once
+            lead = HelpdeskView(browser, prefect_api.removesuffix("/api"), env.dir / "shots", signed_in["lead"])
+            form = lead.resume_form(gate, shot="approval-form", submit=True)
+        assert "'decision' is a required property" in form and "'approver' is a required property" in form, form
+        assert api_json(prefect_api, f"/flow_runs/{gate}")["state"]["type"] == "PAUSED"  # nothing chosen: not resumed
         with api_session(prefect_api) as session:
+            for blank in ({}, {"decision": "refuse the cutover", "approver": "lead@ikomm.no", "comment": ""}):
+                refused_form = session.post(f"/flow_runs/{gate}/resume", json={"run_input": blank})
+                assert refused_form.json()["status"] == "REJECT", (blank, refused_form.text)
             resumed = session.post(  # what the UI's resume form sends
                 f"/flow_runs/{gate}/resume",
-                json={"run_input": {"approved": True, "approver": "lead@ikomm.no", "comment": "from the UI"}},
+                json={"run_input": {"decision": "approve the cutover", "approver": "lead@ikomm.no", "comment": "UI"}},
             )
-        assert resumed.status_code < 300, resumed.text
+        assert resumed.status_code < 300 and resumed.json()["status"] == "ACCEPT", resumed.text
         state = wait_for(prefect_api, started, ("COMPLETED", "FAILED", "CRASHED"))
         assert state["type"] == "COMPLETED" and "verified" in state["message"], state
         users = ledger.users("fra-ui")

@@ -24,6 +24,7 @@ from ikomm.naming import account_names, platform_domain
 from lab.manager import Lab
 from tests.integration.conftest import Env
 from tests.integration.test_helpdesk_ui import few_of
+from tests.integration.test_served import paused_run
 
 pytestmark = pytest.mark.integration
 
@@ -368,7 +369,8 @@ def test_an_approval_after_the_process_died_says_so_and_the_rerun_goes_on(env: E
             break
         assert proc.poll() is None, (env.dir / "ikomm-output.log").read_text()[-3000:]
         time.sleep(0.3)
-    time.sleep(2)  # the pause reaches the server a moment after the ledger says so
+    api = env.vars["PREFECT_API_URL"]
+    gate = paused_run(api, "foreldrelos")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     status = env.said("wave", "status", "foreldrelos")
@@ -378,9 +380,8 @@ def test_an_approval_after_the_process_died_says_so_and_the_rerun_goes_on(env: E
     approve = env.said("wave", "approve", "foreldrelos", "--approver", "leder@ikomm.no", timeout=60)
     said = approve.stdout + approve.stderr
     assert approve.returncode == 1 and "no process runs the wave" in said and f"ikomm wave run {wave}" in said, said
-    api = env.vars["PREFECT_API_URL"]
-    runs = api_json(api, "/flow_runs/filter", {"flow_runs": {"name": {"any_": ["foreldrelos"]}}})
-    assert [r["state"]["type"] for r in runs] == ["CRASHED"], [r["state"] for r in runs]
+    crashed = api_json(api, f"/flow_runs/{gate}")["state"]
+    assert crashed["type"] == "CRASHED" and "ikomm wave run" in crashed["message"], crashed
     rerun = env.ikomm("wave", "run", str(wave), inventory=inv.root, wait=False)
     assert rerun.wait(timeout=300) == 0, (env.dir / "ikomm-output.log").read_text()[-3000:]  # asked nothing
     assert {u.state for u in ledger.users("foreldrelos")} <= {"verified", "held"}
