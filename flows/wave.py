@@ -28,7 +28,7 @@ from prefect.flow_runs import pause_flow_run
 from prefect.futures import wait
 from prefect.input import RunInput
 from prefect.runtime import flow_run
-from prefect.states import Completed, Failed
+from prefect.states import Cancelled, Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import ConfigDict, Field
 
@@ -46,7 +46,7 @@ from ikomm.opening import open_wave
 from ikomm.policy import ready_date
 from ikomm.report import outcome_words, summary_markdown, table_rows
 from ikomm.server import task_run_url, ui_base
-from ikomm.wave_run import LocalGate, WaveRun
+from ikomm.wave_run import INTERRUPTED, STOPPING, LocalGate, WaveRun
 from ikomm.waves import Wave, load_wave
 from tasks.user import RUNS, move_user, quiet_console, with_wave_retries
 
@@ -210,6 +210,8 @@ def final_state(ledger: Ledger, wave_id: str, result: dict[str, Any]) -> State[d
         totals[state] = totals.get(state, 0) + n
     message = counted(totals)
     failed = totals.get("failed", 0)
+    if result.get("reason") == INTERRUPTED:
+        return Cancelled(name="Interrupted", message=f"{INTERRUPTED}: {message}; rerun to go on", data=result)
     if result.get("state") != "done":
         said = f"{result.get('reason') or 'stopped'}: {message}"
         return (Failed if failed else Completed)(name="Stopped", message=said, data=result)
@@ -269,6 +271,8 @@ def _wave(
             if to_prepare:
                 move("prepare", to_prepare)
             progress.reload() if workers else progress.update()
+            if STOPPING.is_set():
+                return _stop(run, INTERRUPTED)
             if run.budget.tripped:
                 return _stop(run, _over_budget(run))
             ready = [r.key for r in ledger.users(wave.id) if r.state not in FINAL and r.stage == "prepared"]
@@ -276,6 +280,8 @@ def _wave(
                 return _stop(run, "cutover not approved")
             if ready:
                 move("cutover", ready)
+        if STOPPING.is_set():
+            return _stop(run, INTERRUPTED)
         if run.budget.tripped:
             return _stop(run, _over_budget(run))
         pending = sum(1 for r in ledger.users(wave.id) if r.state not in FINAL)
@@ -473,6 +479,13 @@ def mark_orphans(wave_id: str) -> list[tuple[str, str]]:
     Called at the start of the wave's flow run, which holds the wave's lease (one writer per wave):
     any other run of this wave still Running, Pending or Paused has lost its process.
     """
+    message = f"its process ended without closing it; wave {wave_id} was resumed by flow run {flow_run.id}"
+    return crash_open_runs(wave_id, message, keep=flow_run.id)
+
+
+def crash_open_runs(wave_id: str, message: str, keep: str | None = None) -> list[tuple[str, str]]:
+    """Mark Crashed, with message, every run of this wave still Running, Pending or Paused (but keep), and the
+    users' task runs left open in them; return (name, old state) of each."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         FlowRunFilter,
@@ -481,7 +494,6 @@ def mark_orphans(wave_id: str) -> list[tuple[str, str]]:
         FlowRunFilterStateType,
     )
     from prefect.client.schemas.objects import StateType
-    from prefect.runtime import flow_run
 
     names = [wave_id, *(f"{wave_id} · {phase}" for phase in ("prepare", "cutover", "migrate"))]
     open_types = [StateType.RUNNING, StateType.PENDING, StateType.PAUSED]
@@ -494,9 +506,8 @@ def mark_orphans(wave_id: str) -> list[tuple[str, str]]:
             )
         )
         for run in runs:
-            if str(run.id) == flow_run.id:
+            if str(run.id) == keep:
                 continue
-            message = f"its process ended without closing it; wave {wave_id} was resumed by flow run {flow_run.id}"
             crash(client, run.id, message)  # and its users' task runs left Running
             marked.append((str(run.name), str(run.state.name) if run.state else "?"))
     return marked

@@ -28,7 +28,7 @@ from ikomm.stages import (
     stage_retire,
     stage_verify,
 )
-from ikomm.wave_run import WaveRun, set_state
+from ikomm.wave_run import STOPPING, WaveRun, set_state
 from ikomm.waves import WaveUser
 
 PHASES = ("prepare", "cutover", "migrate")
@@ -119,13 +119,15 @@ def run_user(run: WaveRun, wu: WaveUser, phase: str, final_attempt: bool = True)
     prepared = row is not None and row.stage == "prepared"
     if phase == "prepare" and prepared:
         return "prepared"
+    if STOPPING.is_set():
+        return "not started"  # interrupted: the user stays where they are (pending, or prepared)
     if phase != "cutover" and (row is None or row.state == "pending") and not run.budget.start():
         return "not started"  # the failure budget has tripped: leave the user pending
     try:
         if phase != "cutover" and not prepared:
             prepare(run, wu)
-            if phase == "prepare":
-                return "prepared"
+            if phase == "prepare" or STOPPING.is_set():
+                return "prepared"  # interrupted between the phases: prepared, the cutover waits for the rerun
         cutover(run, wu)
         return "verified"
     except TransientError as exc:

@@ -34,6 +34,12 @@ story.addHandler(logging.NullHandler())
 story.propagate = False
 
 
+# Ctrl-C on the process that runs a wave (`ikomm wave run`): no user starts a step after it; the users in the
+# middle of one finish it (each ends prepared, verified, held or failed-and-undone: never half made).
+STOPPING = threading.Event()
+INTERRUPTED = "interrupted (Ctrl-C): users in the middle of a step finished it, no new one started"
+
+
 class Gate(Protocol):
     """Concurrency limits per outside system: hold(systems) occupies one slot of each while inside."""
 

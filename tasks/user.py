@@ -28,7 +28,7 @@ from ikomm.errors import TransientError
 from ikomm.ledger import UserRow
 from ikomm.migration import run_user
 from ikomm.report import RUNBOOK_USER, tell_user, user_card
-from ikomm.wave_run import WaveRun, story
+from ikomm.wave_run import STOPPING, WaveRun, story
 from ikomm.waves import WaveUser
 
 P = ParamSpec("P")
@@ -176,7 +176,13 @@ def move_user(wave_id: str, user: str, account: str, phase: str) -> str | State[
     if outcome == "verified":
         return Completed(message=f"moved and verified: log on as {run.account(wu)}", data=outcome)
     if outcome == "prepared":
-        return Completed(message=f"prepared: account {run.account(wu)}; the move waits for approval", data=outcome)
+        waits = "the wave was interrupted: the cutover waits for its rerun" if STOPPING.is_set() else "approval"
+        return Completed(message=f"prepared: account {run.account(wu)}; the move waits for {waits}", data=outcome)
+    if outcome == "not started":
+        why = "the wave was interrupted" if STOPPING.is_set() else "the wave stopped (failure budget)"
+        return Completed(
+            name="Not started", message=f"{why} before this user's turn: nothing changed; a rerun takes them"
+        )
     return Completed(message=row.reason if row else outcome, data=outcome)
 
 

@@ -11,8 +11,12 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import signal
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -41,9 +45,10 @@ from ikomm.leases import as_it_is
 from ikomm.ledger import TAKEABLE, Ledger
 from ikomm.preflight import problems
 from ikomm.report import outcome_words
+from ikomm.wave_run import INTERRUPTED, STOPPING
 from ikomm.waves import Wave, load_wave
 
-EXIT_STOPPED, EXIT_FAILED_USERS = 1, 3
+EXIT_STOPPED, EXIT_FAILED_USERS, EXIT_INTERRUPTED = 1, 3, 130
 
 if TYPE_CHECKING:
     from ikomm.dryrun import WavePlan
@@ -289,6 +294,7 @@ def wave_run(
             failure.append(exc)
 
     worker = threading.Thread(target=work, name=f"wave-{wave.id}", daemon=True)
+    signal.signal(signal.SIGINT, _interrupts(ledger, wave, wave_file))
     worker.start()
     if as_json or not console.is_terminal:
         worker.join()
@@ -316,8 +322,10 @@ def wave_run(
     if as_json:
         console.print_json(json.dumps(result))
     else:
-        ending = outcome_words(str(outcome.get("state")), failed_users)
-        console.print(f"wave {wave.id}: {ending} {outcome.get('reason', '')}".rstrip())
+        ending = f"{outcome_words(str(outcome.get('state')), failed_users)} {outcome.get('reason', '')}".rstrip()
+        if outcome.get("reason") == INTERRUPTED:
+            ending = f"stopped, {INTERRUPTED}. To go on: ikomm wave run {wave_file}"
+        console.print(f"wave {wave.id}: {ending}")
         opening = outcome.get("opening") or {}
         said = {
             "skipped": "skipped (already moved by another wave)",
@@ -340,7 +348,41 @@ def wave_run(
         if result["credentials"]:
             console.print(f"initial passwords (root only): {result['credentials']}")
         console.print(f"Prefect UI: {result['ui']} (flow run '{wave.id}'; search task runs by municipality/legacy_id)")
+    if outcome.get("reason") == INTERRUPTED:
+        raise typer.Exit(EXIT_INTERRUPTED)
     raise typer.Exit(EXIT_STOPPED if outcome.get("state") != "done" else EXIT_FAILED_USERS if failed_users else 0)
+
+
+def _interrupts(ledger: Ledger, wave: Wave, wave_file: Path) -> Callable[[int, FrameType | None], None]:
+    """Ctrl-C on `wave run`: the first lets the users in the middle of a step finish it and starts no new one
+    (the wave ends Interrupted, exit 130); at the gate, or a second time, it stops at once, marking the wave's
+    runs Crashed first (a rerun goes on: every step reads before it writes)."""
+    pressed: list[float] = []
+
+    def at_once(why: str) -> None:
+        from flows.wave import crash_open_runs
+
+        message = f"{why}; nothing runs the wave now. To go on: ikomm wave run {wave_file}"
+        try:
+            crash_open_runs(wave.id, message)
+            ledger.set_wave(wave.id, "stopped", message, ended=True)
+        finally:
+            err.print(f"\nwave {wave.id}: stopped at once ({why}). To go on: ikomm wave run {wave_file}")
+            os._exit(EXIT_INTERRUPTED)
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        pressed.append(time.monotonic())
+        if len(pressed) > 1:
+            at_once("Ctrl-C twice: users in the middle of a step were left there")
+        if (ledger.wave(wave.id) or {}).get("state") == "awaiting-approval":
+            at_once("Ctrl-C at the approval gate: every user prepared, none cut over")
+        STOPPING.set()
+        err.print(
+            f"\nwave {wave.id}: stopping: users in the middle of a step finish it, no new one starts "
+            "(Ctrl-C again to stop at once)"
+        )
+
+    return handle
 
 
 @app.command("status")

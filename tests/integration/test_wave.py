@@ -354,6 +354,59 @@ def test_approval_gate_waits_for_the_lead(env: Env, lab_inventory: Inventory) ->
     assert (ledger.wave("godkjenn") or {})["approval"]["approver"] == "leder@ikomm.no"  # the answer stands
 
 
+@pytest.mark.parametrize("where", ["in the middle", "at the gate"])
+def test_ctrl_c_stops_cleanly_and_the_rerun_goes_on(env: Env, lab_inventory: Inventory, where: str) -> None:
+    """SIGINT on `wave run`: one line, no traceback, exit 130; in the middle of the wave the users in flight finish
+    their step and nobody is left half made, the run ends Cancelled ("Interrupted"); at the gate it stops at once
+    and the run is Crashed; never left Running. The same command again ends every user in a final state."""
+    inv = lab_inventory
+    wave_id = f"avbrot-{'midt' if where == 'in the middle' else 'port'}"
+    gate = where == "at the gate"
+    wave = env.wave_file(wave_id, ["gausdal", "oyer"], approval_required=gate)
+    run_args = ("wave", "run", str(wave), *(() if gate else ("--auto-approve",)))
+    log = env.dir / "ikomm-output.log"
+    proc = env.ikomm(*run_args, inventory=inv.root, wait=False)
+    db = env.ledger_url.removeprefix("sqlite:///")
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            con = sqlite3.connect(db)
+            if gate:
+                row = con.execute("select state from waves where id = ?", (wave_id,)).fetchone()
+                ready = row is not None and row[0] == "awaiting-approval"
+            else:
+                ready = (
+                    con.execute("select count(distinct key) from events where stage = 'prepared'").fetchone()[0] >= 6
+                )
+        except sqlite3.Error:
+            ready = False
+        if ready:
+            break
+        time.sleep(0.1)
+    assert proc.poll() is None, "the wave ended before it could be interrupted"
+    api = env.vars["PREFECT_API_URL"]
+    if gate:
+        paused_run(api, wave_id)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=180) == 130, log.read_text()[-3000:]
+    said = log.read_text()
+    assert "Traceback" not in said and "atexit" not in said, said[-3000:]
+    assert ("stopped at once" if gate else "stopping: users in the middle of a step finish it") in said, said[-2000:]
+    runs = api_json(api, "/flow_runs/filter", {"flow_runs": {"name": {"any_": [wave_id]}}})
+    assert [r["state"]["type"] for r in runs] == ["CRASHED" if gate else "CANCELLED"], [r["state"] for r in runs]
+    ledger = Ledger(env.ledger_url)
+    users = ledger.users(wave_id)
+    assert all(u.state in FINAL or u.state == "pending" or u.stage == "prepared" for u in users), [
+        (u.key, u.state, u.stage) for u in users if u.state not in FINAL
+    ]
+    status = env.said("wave", "status", wave_id)
+    assert "wave state: stopped" in status.stdout, status.stdout
+    rerun = env.ikomm("wave", "run", str(wave), "--auto-approve", inventory=inv.root)
+    assert rerun.returncode == 0, log.read_text()[-3000:]
+    assert all(u.state in FINAL for u in ledger.users(wave_id))
+    assert check_systems(inv, ledger, wave_id).get("verified", 0) > 10
+
+
 def test_an_approval_after_the_process_died_says_so_and_the_rerun_goes_on(env: Env, lab_inventory: Inventory) -> None:
     """kill -9 while the wave waits at the gate: status says stopped (not running), the approval is recorded but
     said to need a rerun (rc 1, the command named), the paused flow run is Crashed, and the rerun goes on without
