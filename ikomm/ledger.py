@@ -687,6 +687,16 @@ class Ledger:
             ).first()
             return str(row[0]) if row else None
 
+    def task_runs_of(self, keys: Iterable[str], wave_id: str, but: set[str]) -> list[tuple[str, str]]:
+        """(key, task run) of every task run recorded for these users in this wave, but those in `but`."""
+        c = links_t.c
+        wanted = list(keys)
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(c.key, c.task_run).where(c.wave == wave_id, c.key.in_(wanted)).order_by(c.id)
+            ).all()
+        return [(str(k), str(t)) for k, t in rows if str(t) not in but]
+
     def events(self, key: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(events_t).where(events_t.c.key == key).order_by(events_t.c.id))

@@ -110,6 +110,16 @@ def tell_user(run: WaveRun, wu: WaveUser, row: UserRow | None) -> str:
             "Nothing has changed for them: what was started was undone, and they keep working on the old system. "
             f"Why: {_plain(reason)}. Call an operator: {RUNBOOK_USER} says how to check and undo one user."
         )
+    if state == "rolled_back" and row is not None and row.stage == "done":
+        return (
+            "Their move was rolled back: they work on the old system again, with their old account and their old "
+            "thin client settings; their platform account is parked. The lead decides when they move again."
+        )
+    if state == "rolled_back":
+        return (
+            f"Part of their move was rolled back ({reason}); an operator finishes it. Call an operator: "
+            f"{RUNBOOK_USER} says how to check one user."
+        )
     if state == "left_out":
         return f"They are not moved: {reason}."
     if state == "skipped":

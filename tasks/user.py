@@ -162,11 +162,11 @@ def move_user(wave_id: str, user: str, account: str, phase: str) -> str | State[
             row = run.ledger.user(user)
             if row is None or row.state != "failed" or row.wave != wave_id:
                 raise  # to be retried, or a fault before the user was recorded
-            _card(run, wu, row)
+            card(run, wu, row)
             undone = "what was started was undone" if "undo incomplete" not in row.reason else "the undo is incomplete"
             return Failed(message=f"{row.reason} | {undone}; follow {RUNBOOK_USER}")
         row = run.ledger.user(user)
-        _card(run, wu, row)
+        card(run, wu, row)
     if outcome == "held":
         return Completed(name="Held", message=row.reason if row else "held", data=outcome)
     if outcome == "skipped":
@@ -186,7 +186,7 @@ def move_user(wave_id: str, user: str, account: str, phase: str) -> str | State[
     return Completed(message=row.reason if row else outcome, data=outcome)
 
 
-def _card(run: WaveRun, wu: WaveUser, row: UserRow | None) -> None:
+def card(run: WaveRun, wu: WaveUser, row: UserRow | None) -> None:
     """The user's card on the task run, and its advice as the last line of the task run's log (row: the user's
     ledger row, read once by the caller)."""
     if not STORY:

@@ -69,6 +69,27 @@ def test_the_helpdesk_finds_a_user_reads_their_story_and_sees_held_users_held(
     assert env.ikomm("status", moved.account.upper(), inventory=lab_inventory.root).returncode == 0
     assert f"{ui}/runs/task-run/{links[moved.key]}" in (env.dir / "ikomm-output.log").read_text()
 
+    # rolled back: the rollback's page is found by the account name too and says so, with the story and the card;
+    # the move's page says "Rolled back" first; `ikomm status` hands out the rollback's page
+    undo = env.ikomm("rollback", "user", moved.key, "--yes", inventory=lab_inventory.root)
+    assert undo.returncode == 0, (env.dir / "ikomm-output.log").read_text()[-3000:]
+    back = ledger.task_runs("helpdesk")[moved.key]
+    assert back != links[moved.key]
+    with chromium() as browser:
+        view = HelpdeskView(browser, ui, env.dir / "shots", credential=signed_in["helpdesk"])
+        page = view.task_run(back, shot="helpdesk-rolled-back-user")
+        assert f"{moved.key} · {moved.account} · rollback" in page and "\nRolled back\n" in page, page
+        assert "municipality:lillehammer" in page and "rollback · running" in page and "rolled_back" in page, page
+        card = view.card(back)
+        assert "rolled_back" in card and "Their move was rolled back" in card, card
+        old = view.task_run(links[moved.key], shot="helpdesk-moved-then-rolled-back")
+        assert "\nRolled back\n" in old and back in old, old
+        found = view.search_task_runs(moved.account)
+        assert f"{moved.key} · {moved.account} · rollback" in found, found
+    log = env.dir / "ikomm-output.log"
+    assert env.ikomm("status", moved.key, inventory=lab_inventory.root).returncode == 0
+    assert f"{ui}/runs/task-run/{back}" in log.read_text().split("rollback user")[-1]
+
 
 def test_the_helpdesk_reads_but_starts_resumes_cancels_and_deletes_nothing(
     prefect_api: str, signed_in: dict[str, str]
