@@ -16,7 +16,7 @@ from __future__ import annotations
 from ikomm.changes import from_record
 from ikomm.errors import FatalError, HeldError, IkommError, TransientError
 from ikomm.ledger import FINAL
-from ikomm.report import UNMAPPED
+from ikomm.report import UNMAPPED, plain_reason
 from ikomm.snapshot import take
 from ikomm.stages import (
     platform_dn,
@@ -72,7 +72,7 @@ def cutover(run: WaveRun, wu: WaveUser) -> None:
 
 def fail_user(run: WaveRun, wu: WaveUser, error: Exception) -> None:
     """A user who cannot be moved: undo what was done (newest first), then record why."""
-    reason = f"{type(error).__name__}: {error}"
+    reason = plain_reason(run.inv, error)
     if isinstance(error, HeldError):
         undo_user(run, wu)
         set_state(run, wu, "held", "plan", str(error))

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 
+from ikomm.errors import TransientError
 from ikomm.inventory import Inventory
 from ikomm.ledger import Ledger, UserRow
 from ikomm.wave_run import WaveRun
@@ -54,6 +57,74 @@ def summary_markdown(ledger: Ledger, wave_id: str, inv: Inventory, links: Mappin
 # --- one user, for the helpdesk -----------------------------------------------------------------
 
 RUNBOOK_USER = "runbooks/rollback-user.md"
+RUNBOOK_FILES = "runbooks/file-server-died.md"
+RUNBOOK_RESUME = "runbooks/wave-stopped.md"
+DETAIL = " (detail: "
+NO_ANSWER = " did not answer"
+
+
+@dataclass(frozen=True)
+class System:
+    """An outside system a wave talks to, as people name it."""
+
+    host: str
+    port: int
+    name: str
+    runbook: str
+
+
+def systems(inv: Inventory) -> list[System]:
+    """Every outside system of the inventory, named in plain words, with the runbook for when it is down."""
+    found = []
+    for m in inv.municipalities.values():
+        legacy = m.legacy
+        found.append(System(legacy.file_server.host, legacy.file_server.port, f"{m.name}'s file server", RUNBOOK_FILES))
+        found.append(System(legacy.directory.host, legacy.directory.port, f"{m.name}'s directory", RUNBOOK_RESUME))
+    platform = inv.platform
+    for z in platform.zones:
+        found.append(
+            System(z.file_server.host, z.file_server.port, f"the platform file server ({z.name})", RUNBOOK_FILES)
+        )
+    found.append(System(platform.directory.host, platform.directory.port, "the platform directory", RUNBOOK_RESUME))
+    config = platform.thin_client_config_host
+    found.append(System(config.host, config.port, "the thin-client configuration host", RUNBOOK_RESUME))
+    found.append(System(platform.broker.host, platform.broker.port, "the connection broker", RUNBOOK_RESUME))
+    return found
+
+
+def _named(inv: Inventory, text: str) -> System | None:
+    """The system an error's text speaks of: by host and port (as sftp or ldap3 write them), else by a host that
+    only one system has."""
+    every = systems(inv)
+    for sys_ in every:
+        if f"{sys_.host}:{sys_.port}" in text or f"('{sys_.host}', {sys_.port})" in text:
+            return sys_
+    hosts = [s for s in every if re.search(rf"(?<![\w.]){re.escape(s.host)}(?![\w.])", text)]
+    return hosts[0] if len({s.host for s in hosts}) == 1 and len(hosts) == 1 else None
+
+
+def plain_reason(inv: Inventory, error: Exception) -> str:
+    """Why a user failed as the helpdesk reads it: the system in plain words first ("Gausdal's file server did
+    not answer"), then the exact error for the operator (kept whole, after "detail:")."""
+    exact = f"{type(error).__name__}: {error}"
+    named = _named(inv, exact) if isinstance(error, TransientError) else None
+    return f"{named.name}{NO_ANSWER}{DETAIL}{exact})" if named else exact
+
+
+def runbook_for(inv: Inventory | None, reason: str) -> str:
+    """The runbook a failed user's reason sends an operator to: a file server down, another system down (resume
+    once it answers), or anything else (check and undo one user)."""
+    if NO_ANSWER + DETAIL in reason:
+        named = _named(inv, reason) if inv is not None else None
+        if named is not None:
+            return named.runbook
+        return RUNBOOK_FILES if "file server" + NO_ANSWER in reason else RUNBOOK_RESUME
+    return RUNBOOK_USER
+
+
+def said_plainly(reason: str) -> str:
+    """The reason without the operator's detail."""
+    return reason.split(DETAIL, 1)[0]
 
 
 def user_card(run: WaveRun, wu: WaveUser, row: UserRow | None) -> str:
@@ -106,9 +177,14 @@ def tell_user(run: WaveRun, wu: WaveUser, row: UserRow | None) -> str:
             "in a wave after that date."
         )
     if state == "failed":
+        runbook = runbook_for(run.inv, reason)
+        if runbook == RUNBOOK_USER:
+            call = f"Call an operator: {RUNBOOK_USER} says how to check and undo one user."
+        else:
+            call = f"The lead takes them again once it answers (an operator follows {runbook})."
         return (
             "Nothing has changed for them: what was started was undone, and they keep working on the old system. "
-            f"Why: {_plain(reason)}. Call an operator: {RUNBOOK_USER} says how to check and undo one user."
+            f"Why: {said_plainly(_plain(reason))}. {call}"
         )
     if state == "rolled_back" and row is not None and row.stage == "done":
         return (

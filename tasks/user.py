@@ -27,7 +27,7 @@ from prefect.tasks import Task, exponential_backoff
 from ikomm.errors import TransientError
 from ikomm.ledger import UserRow
 from ikomm.migration import run_user
-from ikomm.report import RUNBOOK_USER, tell_user, user_card
+from ikomm.report import runbook_for, tell_user, user_card
 from ikomm.wave_run import STOPPING, WaveRun, story
 from ikomm.waves import WaveUser
 
@@ -164,7 +164,7 @@ def move_user(wave_id: str, user: str, account: str, phase: str) -> str | State[
                 raise  # to be retried, or a fault before the user was recorded
             card(run, wu, row)
             undone = "what was started was undone" if "undo incomplete" not in row.reason else "the undo is incomplete"
-            return Failed(message=f"{row.reason} | {undone}; follow {RUNBOOK_USER}")
+            return Failed(message=f"{row.reason} | {undone}; follow {runbook_for(run.inv, row.reason)}")
         row = run.ledger.user(user)
         card(run, wu, row)
     if outcome == "held":

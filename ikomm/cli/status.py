@@ -13,12 +13,14 @@ from ikomm import server
 from ikomm.cli.console import InventoryDir, JsonFlag, console, err, ledger_to_read, styled
 from ikomm.errors import IkommError
 from ikomm.inventory import load_inventory
-from ikomm.naming import fold
+from ikomm.naming import account_names, fold
 
 
 def named(inventory: Path, text: str) -> list[str]:
     """Keys of the inventory's users whose name holds text, whatever the case and the letters æ, ø, å
-    ("kari nordmann", "Nordmann", "jorgen tofte" for Jørgen Tøfte); none if the inventory cannot be read."""
+    ("kari nordmann", "Nordmann", "jorgen tofte" for Jørgen Tøfte), or whose account name is text (as the UI
+    shows it in every task run's name, also for a user held before the account was made); none if the
+    inventory cannot be read."""
     wanted = fold(" ".join(text.split())).casefold()
     if len(wanted) < 3 or "/" in wanted:
         return []
@@ -27,7 +29,8 @@ def named(inventory: Path, text: str) -> list[str]:
     except IkommError as exc:
         err.print(styled(("note:", "yellow"), f" not searching by name: {exc}"), soft_wrap=True)
         return []
-    return [
+    accounts = [f"{muni}/{legacy_id}" for (muni, legacy_id), a in account_names(inv).items() if a.casefold() == wanted]
+    return accounts + [
         f"{muni}/{u.legacy_id}"
         for muni, u in inv.all_users()
         if wanted in fold(f"{u.given_name} {u.surname}").casefold()

@@ -44,7 +44,7 @@ from ikomm.inventory import Inventory, load_inventory
 from ikomm.leases import as_it_is
 from ikomm.ledger import TAKEABLE, Ledger
 from ikomm.preflight import problems
-from ikomm.report import outcome_words
+from ikomm.report import outcome_words, runbook_for
 from ikomm.wave_run import INTERRUPTED, STOPPING
 from ikomm.waves import Wave, load_wave
 
@@ -75,8 +75,9 @@ def _stage_table(ledger: Ledger, wave_id: str, shown: int | None = SHOWN) -> Gro
     fails = Table(title=title)
     fails.add_column("user")
     fails.add_column("reason", overflow="fold")
+    fails.add_column("runbook", overflow="fold")
     for u in listed:
-        fails.add_row(u.key, u.reason)
+        fails.add_row(u.key, u.reason, runbook_for(None, u.reason) if u.state == "failed" else "")
     wave = as_it_is(ledger, ledger.wave(wave_id) or {"id": wave_id, "state": "starting"})
     note = Table.grid()
     note.add_row(f"wave state: {wave.get('state', 'starting')} {wave.get('detail', '')}")

@@ -21,6 +21,7 @@ from ikomm.inventory import Inventory, load_inventory
 from ikomm.inventory.models import User
 from ikomm.ledger import FINAL, Ledger
 from ikomm.naming import account_names, platform_domain
+from ikomm.report import runbook_for
 from lab.manager import Lab
 from tests.integration.conftest import Env
 from tests.integration.test_helpdesk_ui import few_of
@@ -254,6 +255,9 @@ def test_faults_leave_those_users_undone_and_the_rest_migrated(
     assert all(rows[k].state in ("failed", "held") for k in device_users)
     assert any(r.state == "verified" for k, r in rows.items() if k not in device_users)
     check_systems(inv, ledger, "feil")
+    # the config host's users: its name in plain words and the runbook to resume by, not an address
+    down = [r for r in rows.values() if r.state == "failed" and "configuration host did not answer" in r.reason]
+    assert down and all(runbook_for(inv, r.reason) == "runbooks/wave-stopped.md" for r in down)
     # in the UI: each failed user's task run Failed, with the reason, what was undone and the runbook
     ui = {
         name.split(" · ")[0]: st
@@ -262,7 +266,7 @@ def test_faults_leave_those_users_undone_and_the_rest_migrated(
     for key, row in rows.items():
         if row.state == "failed":
             kind, _, message = ui[key]
-            assert kind == "FAILED" and row.reason in message and "runbooks/rollback-user.md" in message, ui[key]
+            assert kind == "FAILED" and row.reason in message and runbook_for(inv, row.reason) in message, ui[key]
 
 
 def test_failure_budget_stops_the_wave_when_a_file_server_dies(env: Env, lab: Lab, lab_inventory: Inventory) -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from ikomm.cli.status import named
+from ikomm.errors import ConflictError, TransientError
 from ikomm.inventory import load_inventory
 from ikomm.ledger import Ledger
 from ikomm.naming import account_names
+from ikomm.report import RUNBOOK_FILES, RUNBOOK_RESUME, RUNBOOK_USER, plain_reason, runbook_for, said_plainly
 from ikomm.waves import load_wave
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,3 +46,39 @@ def test_a_users_task_run_is_recorded_and_the_newest_wins() -> None:
     assert ledger.task_run_of("g/a", "w1") == "run-3"
     assert ledger.task_runs("w1") == {"g/a": "run-3", "g/b": "run-4"}
     assert ledger.task_run_of("g/a", "w2") is None
+
+
+def test_a_held_users_account_name_as_the_ui_shows_it_finds_them() -> None:
+    """A held user has no account made, but the UI names their task run with the account they will get."""
+    ledger = Ledger("sqlite://")
+    inv = load_inventory(REPO / "inventory")
+    wave = load_wave(REPO / "waves" / "pilot.yaml", inv)
+    ledger.open_wave("pilot", [(u.key, u.muni, u.user.legacy_id) for u in wave.users], "pilot.yaml")
+    held = wave.users[1]
+    ledger.set_user(held.key, "held", "plan", "held back: not ready on the platform yet: X", wave="pilot")
+    account = account_names(inv)[(held.muni, held.user.legacy_id)]
+    assert [u.key for u in ledger.find_users(account, named(REPO / "inventory", account.upper()))] == [held.key]
+
+
+def test_a_failed_users_reason_names_the_system_and_the_runbook() -> None:
+    """An address in a transient error becomes the system's name in plain words, the detail kept for operators;
+    the runbook follows what failed."""
+    inv = load_inventory(REPO / "inventory")
+    gausdal = inv.municipalities["gausdal"]
+    fs = gausdal.legacy.file_server
+    down = TransientError(f"gave up after retries: connect to {fs.host}:{fs.port}: NoValidConnectionsError: x")
+    reason = plain_reason(inv, down)
+    assert reason.startswith(f"{gausdal.name}'s file server did not answer (detail: TransientError: gave up")
+    assert f"{fs.host}:{fs.port}" in reason and runbook_for(inv, reason) == RUNBOOK_FILES
+    config = inv.platform.thin_client_config_host
+    reason = plain_reason(inv, TransientError(f"write config: connect to {config.host}:{config.port}: refused"))
+    assert reason.startswith("the thin-client configuration host did not answer") and runbook_for(inv, reason) == (
+        RUNBOOK_RESUME
+    )
+    directory = inv.platform.directory
+    ldap = TransientError(f"bind: LDAPSocketOpenError: ('unable to open socket', [(x, ('{directory.host}', 636))])")
+    assert plain_reason(inv, ldap).startswith("the platform directory did not answer")
+    conflict = ConflictError("create-account: CN=x already exists")
+    assert plain_reason(inv, conflict) == "ConflictError: create-account: CN=x already exists"
+    assert runbook_for(inv, plain_reason(inv, conflict)) == RUNBOOK_USER
+    assert said_plainly(plain_reason(inv, down)) == f"{gausdal.name}'s file server did not answer"
