@@ -33,9 +33,9 @@ from tasks.user import PER_USER, card, last_attempt, quiet_console, told, with_w
 RUNS: dict[str, WaveRun] = {}
 
 
-@task(name="roll-back-user", task_run_name="{user} · {account} · rollback", **PER_USER)
+@task(name="roll-back-user", task_run_name="{user} · {account} · rollback · {person}", **PER_USER)
 def roll_back_user(
-    wave_id: str, user: str, account: str, stages: list[str], purge: bool, force: bool
+    wave_id: str, user: str, account: str, stages: list[str], purge: bool, force: bool, person: str = ""
 ) -> State[dict[str, Any]]:
     """Undo one user's changes (all, or of the given stages); a transient fault is retried like the wave's.
 
@@ -89,9 +89,11 @@ def rollback_flow(
         futures = []
         for key in keys:
             muni = key.split("/", 1)[0]
-            account = run.account(run.user(key)) if _known(run, key) else "?"
+            known = _known(run, key)
+            account = run.account(run.user(key)) if known else "?"
+            person = run.person(run.user(key)) if known else "?"
             with tags(f"municipality:{muni}"):
-                futures.append(task_.submit(wave_id, key, account, list(stages or []), purge, force))
+                futures.append(task_.submit(wave_id, key, account, list(stages or []), purge, force, person))
         ledger.link_task_runs(wave_id, "rollback", {k: str(f.task_run_id) for k, f in zip(keys, futures, strict=True)})
         wait(futures)
         reports = [_report_of(key, f) for key, f in zip(keys, futures, strict=True)]

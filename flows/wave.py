@@ -163,7 +163,7 @@ def _phase(run: WaveRun, phase: str, keys: list[str]) -> dict[str, int]:
         ready = ready_date(run.inv, wu.muni, wu.user)
         labels = [f"municipality:{wu.muni}", *(["state:held"] if ready and ready > run.today else [])]
         with tags(*labels):
-            futures.append(task.submit(run.wave.id, key, run.account(wu), phase))
+            futures.append(task.submit(run.wave.id, key, run.account(wu), phase, run.person(wu)))
     run.ledger.link_task_runs(run.wave.id, phase, {k: str(f.task_run_id) for k, f in zip(keys, futures, strict=True)})
     wait(futures)
     outcome: dict[str, int] = {}

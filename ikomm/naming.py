@@ -27,6 +27,14 @@ def fold(text: str) -> str:
     return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
 
 
+def searchable_name(given: str, surname: str) -> str:
+    """A person's name as the helpdesk may type it into the UI's search: as written, and folded to ASCII when
+    that differs ("Åse Sæther / Aase Saether"); in the users' task-run names."""
+    name = f"{given} {surname}"
+    folded = fold(name)
+    return name if folded == name else f"{name} / {folded}"
+
+
 def base_name(given: str, surname: str) -> str:
     """given.surname folded to a-z0-9.- (first given name, last surname part), without the length limit."""
 

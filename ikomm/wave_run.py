@@ -22,7 +22,7 @@ from ikomm.credentials import CredentialFile
 from ikomm.errors import InvalidInputError
 from ikomm.inventory import Inventory
 from ikomm.ledger import Ledger
-from ikomm.naming import account_names, platform_domain
+from ikomm.naming import account_names, platform_domain, searchable_name
 from ikomm.seats import SeatBook, SharedSeats
 from ikomm.waves import Wave, WaveUser
 
@@ -151,6 +151,9 @@ class WaveRun:
 
     def account(self, wu: WaveUser) -> str:
         return self.names[(wu.muni, wu.user.legacy_id)]
+
+    def person(self, wu: WaveUser) -> str:
+        return searchable_name(wu.user.given_name, wu.user.surname)
 
     def upn(self, wu: WaveUser) -> str:
         return f"{self.account(wu)}@{self.inv.municipalities[wu.muni].upn_suffix}"

@@ -144,8 +144,8 @@ def last_attempt(run: WaveRun) -> bool:
     return bool(current_task_run.run_count > run.wave.spec.options.retries)
 
 
-@task(name="move-user", task_run_name="{user} · {account} · {phase}", **PER_USER)
-def move_user(wave_id: str, user: str, account: str, phase: str) -> str | State[str]:
+@task(name="move-user", task_run_name="{user} · {account} · {phase} · {person}", **PER_USER)
+def move_user(wave_id: str, user: str, account: str, phase: str, person: str = "") -> str | State[str]:
     """Move one user through a phase; the last failed attempt undoes the user's changes.
 
     A held user ends Completed-type in a state named Held, with the reason: nothing failed, nothing was

@@ -11,6 +11,7 @@ from flows.api import api_json, api_session
 from ikomm import server
 from ikomm.inventory import Inventory
 from ikomm.ledger import Ledger
+from ikomm.naming import fold, searchable_name
 from ikomm.policy import ready_date
 from lab.browser import HelpdeskView, chromium
 from tests.integration.conftest import Env
@@ -63,7 +64,11 @@ def test_the_helpdesk_finds_a_user_reads_their_story_and_sees_held_users_held(
 
         found = view.search_task_runs(moved.account)
         # this user only (the session's server keeps earlier sessions' runs of the same name)
-        assert found and set(found) == {f"{moved.key} · {moved.account} · migrate"}, found
+        person = next(u for m, u in lab_inventory.all_users() if f"{m}/{u.legacy_id}" == moved.key)
+        named = f"{moved.key} · {moved.account} · migrate · {searchable_name(person.given_name, person.surname)}"
+        assert named in found and all(f.startswith(f"{moved.key} · {moved.account} · ") for f in found), found
+        # the person's name, typed as a person would (ASCII for æ, ø, å), finds them too
+        assert named in view.search_task_runs(fold(person.surname), shot=None)
 
     # and the command line hands out the same page, whatever the case typed
     assert env.ikomm("status", moved.account.upper(), inventory=lab_inventory.root).returncode == 0

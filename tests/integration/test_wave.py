@@ -20,7 +20,7 @@ from ikomm.connectors.files import verify_tree
 from ikomm.inventory import Inventory, load_inventory
 from ikomm.inventory.models import User
 from ikomm.ledger import FINAL, Ledger
-from ikomm.naming import account_names, platform_domain
+from ikomm.naming import account_names, platform_domain, searchable_name
 from ikomm.report import runbook_for
 from lab.manager import Lab
 from tests.integration.conftest import Env
@@ -167,11 +167,15 @@ def test_wave_moves_everyone_checks_out_and_rerun_is_a_no_op(
     seen = check_systems(inv, ledger, "alle")
     assert seen.get("verified", 0) >= 80 and set(seen) <= {"verified", "held", "left_out"}
     assert all("not ready" in u.reason for u in ledger.users("alle") if u.state == "held")
-    names = {f"{m}/{legacy_id}": account for (m, legacy_id), account in account_names(inv).items()}
-    # task runs named after the user and their new account; none for users policy leaves out
-    wanted = {f"{u.key} · {names[u.key]} · migrate" for u in ledger.users("alle") if u.state != "left_out"}
+    names = {
+        f"{m}/{u.legacy_id}": f"{account_names(inv)[(m, u.legacy_id)]} · migrate · "
+        + searchable_name(u.given_name, u.surname)
+        for m, u in inv.all_users()
+    }
+    # task runs named after the user, their new account and their name; none for users policy leaves out
+    wanted = {f"{u.key} · {names[u.key]}" for u in ledger.users("alle") if u.state != "left_out"}
     assert ui_task_runs(prefect_api, "alle · migrate", len(wanted)) == wanted  # the helpdesk finds every user
-    held = {f"{u.key} · {names[u.key]} · migrate": u.reason for u in ledger.users("alle") if u.state == "held"}
+    held = {f"{u.key} · {names[u.key]}": u.reason for u in ledger.users("alle") if u.state == "held"}
     states = ui_task_run_states(prefect_api, "alle · migrate")
     assert held and all(states[name][:2] == ("COMPLETED", "Held") for name in held), states  # not Failed: nothing did
     assert all("not ready" in states[name][2] for name in held)
