@@ -104,6 +104,8 @@ class Progress:
         self.lock = threading.Lock()
         self.last = 0.0
         self.last_table = 0.0
+        self.table_id: UUID | None = None
+        self.table_lock = threading.Lock()
 
     def __call__(self, key: str, state: str, stage: str) -> None:
         now = time.monotonic()
@@ -129,27 +131,38 @@ class Progress:
         """The progress artifact (done: users in a final state, half a user for each one prepared), and every
         10 s the table of users per municipality and state."""
         update_progress_artifact(self.artifact, min(100.0, 100.0 * done / self.total))
-        if time.monotonic() - self.last_table >= 10.0:  # the table is a new version each time: less often
+        if time.monotonic() - self.last_table >= 10.0:  # the table reads the ledger: less often
             self.last_table = time.monotonic()
-            users_table(self.run, self.flow_run_id)
+            self.table()
+
+    def table(self) -> None:
+        """The table of users per municipality and state: made once a run, then updated in place (one artifact
+        in the run's Artifacts tab, not one a publish)."""
+        with self.table_lock:  # not self.lock: the users' threads need that one while the table is sent
+            self.table_id = users_table(self.run, self.flow_run_id, self.table_id)
 
 
-def users_table(run: WaveRun, flow_run_id: str | None) -> None:
-    """The table artifact of users per municipality and state (a new version each call), on the wave's flow
-    run: it is called from the users' worker threads too, and would belong to whichever task run called."""
+def users_table(run: WaveRun, flow_run_id: str | None, artifact_id: UUID | None = None) -> UUID:
+    """The table artifact of users per municipality and state, on the wave's flow run (it is called from the
+    users' worker threads too, and would belong to whichever task run called): made, or the one made updated."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import ArtifactCreate
+    from prefect.client.schemas.actions import ArtifactCreate, ArtifactUpdate
 
+    data = json.dumps(table_rows(run.ledger, run.wave.id))
     with get_client(sync_client=True) as client:
-        client.create_artifact(
+        if artifact_id is not None:
+            client.update_artifact(artifact_id, ArtifactUpdate(data=data))
+            return artifact_id
+        made = client.create_artifact(
             ArtifactCreate(
                 key=f"wave-{run.wave.id}-users".lower(),
                 type="table",
-                data=json.dumps(table_rows(run.ledger, run.wave.id)),
+                data=data,
                 description="Users per municipality and state",
                 flow_run_id=UUID(flow_run_id) if flow_run_id else None,
             )
         )
+        return made.id
 
 
 def _phase(run: WaveRun, phase: str, keys: list[str]) -> dict[str, int]:
@@ -291,7 +304,7 @@ def _wave(
         return {"state": final_state, "changed": True, **({"reason": why} if pending else {})}
     finally:
         progress.reload() if workers else progress.update()
-        users_table(run, progress.flow_run_id)
+        progress.table()
         links = {key: task_run_url(t) for key, t in ledger.task_runs(wave.id).items()}
         create_markdown_artifact(
             summary_markdown(ledger, wave.id, inv, links),

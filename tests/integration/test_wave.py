@@ -180,6 +180,16 @@ def test_wave_moves_everyone_checks_out_and_rerun_is_a_no_op(
     assert held and all(states[name][:2] == ("COMPLETED", "Held") for name in held), states  # not Failed: nothing did
     assert all("not ready" in states[name][2] for name in held)
     assert not [n for n, st in states.items() if st[0] != "COMPLETED"], states
+    # one live table of users on the wave's run, updated in place (not a new version each publish)
+    wave_run = api_json(
+        prefect_api, "/flow_runs/filter", {"flow_runs": {"name": {"any_": ["alle"]}}, "sort": "START_TIME_DESC"}
+    )[0]["id"]
+    tables = api_json(
+        prefect_api,
+        "/artifacts/filter",
+        {"artifacts": {"flow_run_id": {"any_": [wave_run]}, "key": {"any_": ["wave-alle-users"]}}},
+    )
+    assert len(tables) == 1 and "verified" in json.dumps(tables[0]["data"]), tables
     # a user's task run carries their own municipality only, and state:held when they wait for an application
     for r in task_runs_of(prefect_api, "alle · migrate"):
         assert [t for t in r["tags"] if t.startswith("municipality:")] == [f"municipality:{r['name'].split('/')[0]}"]
