@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import getpass
 import json
+import logging
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any
@@ -23,6 +25,7 @@ import typer
 from rich.console import Group
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from ikomm import server
 from ikomm.cli.console import (
@@ -300,7 +303,7 @@ def wave_run(
     if as_json or not console.is_terminal:
         worker.join()
     else:
-        with Live(console=console, refresh_per_second=2) as live:
+        with Live(console=console, refresh_per_second=2) as live, _logs_above_the_table():
             while worker.is_alive():
                 if ledger.wave(wave.id):
                     live.update(_stage_table(ledger, wave.id))
@@ -348,10 +351,36 @@ def wave_run(
             )
         if result["credentials"]:
             console.print(f"initial passwords (root only): {result['credentials']}")
-        console.print(f"Prefect UI: {result['ui']} (flow run '{wave.id}'; search task runs by municipality/legacy_id)")
+        console.print(f"Prefect UI: {result['ui']} (flow run '{wave.id}'; search task runs by old id, account or name)")
     if outcome.get("reason") == INTERRUPTED:
         raise typer.Exit(EXIT_INTERRUPTED)
     raise typer.Exit(EXIT_STOPPED if outcome.get("state") != "done" else EXIT_FAILED_USERS if failed_users else 0)
+
+
+class _AboveTheTable:
+    """Stands in for a Prefect console handler's own console while the live table shows: each log line is printed
+    through the table's console, which puts it above the table (as plain text: no markup read into it)."""
+
+    def print(self, message: str, soft_wrap: bool = False) -> None:
+        console.print(Text(message), soft_wrap=soft_wrap)
+
+
+@contextmanager
+def _logs_above_the_table() -> Iterator[None]:
+    """While the live table shows, Prefect's log lines print above it. Written by Prefect's handlers to the
+    terminal straight (their console bypasses the Live's stand-in for stderr) they tore the table."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    loggers = [logging.getLogger(), *(logging.getLogger(name) for name in list(logging.root.manager.loggerDict))]
+    handlers = {h for lg in loggers for h in lg.handlers if isinstance(h, PrefectConsoleHandler)}
+    saved = [(h, h.console) for h in handlers]
+    for handler, _ in saved:
+        handler.console = _AboveTheTable()  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        for handler, own in saved:
+            handler.console = own
 
 
 def _interrupts(ledger: Ledger, wave: Wave, wave_file: Path) -> Callable[[int, FrameType | None], None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import sqlite3
 import time
@@ -484,3 +485,51 @@ def test_a_wave_with_failed_users_says_so_everywhere(env: Env, lab: Lab, lab_inv
     assert run["state"]["message"].startswith("done with 2 failed: ")
     summary = api_json(api, "/artifacts/filter", {"artifacts": {"key": {"any_": ["wave-delvis-summary"]}}})
     assert summary and "State: **done with 2 failed**" in summary[-1]["data"]
+
+
+def test_the_live_view_in_a_terminal_is_not_torn_by_log_lines(env: Env, lab_inventory: Inventory) -> None:
+    """`wave run` in a terminal (a pty, read back by a terminal emulator): the log lines of held users print above
+    the live table, whole, and the table's rows hold nothing else."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import sys
+    import termios
+
+    import pyte
+
+    wave = env.wave_file("levende", ["oyer"], few_of(lab_inventory, "oyer", moved=6, held=3))
+    argv = [sys.executable, "-m", "ikomm", "wave", "run", str(wave), "--auto-approve"]
+    argv += ["--inventory", str(lab_inventory.root)]
+    columns, rows = 140, 400
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: ikomm on the pty, as a lead at a terminal
+        os.execve(sys.executable, argv, {**os.environ, **env.vars, "COLUMNS": str(columns), "TERM": "xterm"})
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+    out = b""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # the child has ended
+            break
+        if not chunk:
+            break
+        out += chunk
+    _, status = os.waitpid(pid, 0)
+    screen = pyte.Screen(columns, rows)
+    pyte.ByteStream(screen).feed(out.replace(b"\n", b"\r\n") if b"\r\n" not in out else out)
+    lines = [line.rstrip() for line in screen.display if line.strip()]
+    shown = "\n".join(lines)
+    assert os.waitstatus_to_exitcode(status) == 0, shown[-3000:]
+    # torn, the table's pieces were left behind each time a log line pushed it down, and a log line was glued
+    # to its last row ("wave state: running 14:04:11.876 | WARNING | ...")
+    headers = [line for line in lines if re.fullmatch(r"\s*wave levende: \d+ users", line)]
+    assert len(headers) == 1, shown
+    assert not [line for line in lines if re.search(r"wave state: .*\d\d:\d\d:\d\d\.\d+ \|", line)], shown
+    table_rows = [line for line in lines if "│" in line]
+    assert table_rows and not [r for r in table_rows if "WARNING" in r or "INFO" in r or "Task run" in r], shown
+    held = [line for line in lines if "held plan: held back" in line]
+    assert len(held) >= 3 and all("│" not in line for line in held), shown
+    assert any(line.startswith("wave levende: done") for line in lines), shown
