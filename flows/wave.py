@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 from uuid import UUID
@@ -223,6 +224,8 @@ def final_state(ledger: Ledger, wave_id: str, result: dict[str, Any]) -> State[d
         totals[state] = totals.get(state, 0) + n
     message = counted(totals)
     failed = totals.get("failed", 0)
+    if result.get("state") == "held":
+        return Completed(name="Held", message=f"{result.get('reason')}: {message}", data=result)
     if result.get("reason") == INTERRUPTED:
         return Cancelled(name="Interrupted", message=f"{INTERRUPTED}: {message}; rerun to go on", data=result)
     if result.get("state") != "done":
@@ -273,9 +276,10 @@ def _wave(
     try:
         open_keys = [r.key for r in ledger.users(wave.id) if r.state not in FINAL]
         if not open_keys:
-            ledger.set_wave(wave.id, "done", "nothing to do: every user is in a final state", ended=True)
-            logger.info("wave %s: nothing to do, every user is in a final state", wave.id)
-            return {"state": "done", "changed": False}
+            final_state, why = ending(run)
+            ledger.set_wave(wave.id, final_state, f"nothing to do now: {why}", ended=True)
+            logger.info("wave %s: nothing to do now: %s", wave.id, why)
+            return {"state": final_state, "changed": False, **({"reason": why} if final_state == "held" else {})}
         answer = _answered(run, ledger, auto_approve)
         if answer:  # the gate is open already: each user straight through, no wait for the slowest
             move("migrate", open_keys)
@@ -298,10 +302,13 @@ def _wave(
         if run.budget.tripped:
             return _stop(run, _over_budget(run))
         pending = sum(1 for r in ledger.users(wave.id) if r.state not in FINAL)
-        final_state = "done" if pending == 0 else "stopped"
-        why = f"{pending} user(s) not in a final state" if pending else "every user in a final state"
+        if pending:
+            why = f"{pending} user(s) not in a final state"
+            ledger.set_wave(wave.id, "stopped", why, ended=True)
+            return {"state": "stopped", "changed": True, "reason": why}
+        final_state, why = ending(run)
         ledger.set_wave(wave.id, final_state, why, ended=True)
-        return {"state": final_state, "changed": True, **({"reason": why} if pending else {})}
+        return {"state": final_state, "changed": True, **({"reason": why} if final_state == "held" else {})}
     finally:
         progress.reload() if workers else progress.update()
         progress.table()
@@ -314,6 +321,30 @@ def _wave(
         _publish_campaign(inv, ledger, wave)
         RUNS.pop(wave.id, None)
         run.c.close()
+
+
+def ending(run: WaveRun) -> tuple[str, str]:
+    """How a wave with every user in a final state ends, and the words: "held" when every user it moves waits
+    for an application (none verified, none failed), else "done"; with held users, when to run it again."""
+    users = run.ledger.users(run.wave.id)
+    held = [u for u in users if u.state == "held"]
+    if not held:
+        return "done", "every user in a final state"
+    days = sorted({day for u in held if (day := _ready(run, u.key)) is not None})
+    when = f"run it again on or after {days[0]}" if days else "run it again once their applications are ready"
+    if len(days) > 1:
+        when += f" (the last are ready on {days[-1]})"
+    if not any(u.state in ("verified", "failed") for u in users):
+        return "held", f"every user waits for an application ({len(held)} held): {when}"
+    return "done", f"{len(held)} user(s) held for an application: {when}"
+
+
+def _ready(run: WaveRun, key: str) -> date | None:
+    try:
+        wu = run.user(key)
+    except IkommError:  # recorded, but gone from the inventory
+        return None
+    return ready_date(run.inv, wu.muni, wu.user)
 
 
 def _publish_campaign(inv: Inventory, ledger: Ledger, wave: Wave) -> None:

@@ -356,8 +356,14 @@ class WaveStatus:
     id: str
     night: str | None
     selected: int
-    state: str  # not started, running, awaiting-approval, done, stopped
+    state: str  # not started, running, awaiting-approval, done, held, stopped
     users: dict[str, int]
+    detail: str = ""  # the ledger's words on how it ended: why it stopped, when to run a held night again
+
+    @property
+    def said(self) -> str:
+        """The state as people read it: with why, for a wave that stopped or held everyone."""
+        return f"{self.state} ({self.detail})" if self.state in ("held", "stopped") and self.detail else self.state
 
 
 @dataclass
@@ -462,6 +468,7 @@ def campaign_status(inv: Inventory, ledger: Ledger | None, waves: list[Wave]) ->
                 len(wave.users),
                 str(found["state"]) if found else "not started",
                 dict(sorted(counts.items())),
+                str(found.get("detail") or "") if found else "",
             )
         )
     total = sum(len(u) for u in inv.users.values())
@@ -501,7 +508,7 @@ def status_markdown(status: Status, inv: Inventory) -> str:
     lines += ["", "## Waves", "", "| wave | night | users | state | outcome |", "|---|---|---|---|---|"]
     for w in status.waves:
         outcome = ", ".join(f"{s} {n}" for s, n in w.users.items()) or "-"
-        lines.append(f"| {w.id} | {(w.night or '-')[:10]} | {w.selected} | {w.state} | {outcome} |")
+        lines.append(f"| {w.id} | {(w.night or '-')[:10]} | {w.selected} | {w.said} | {outcome} |")
     return "\n".join(lines) + "\n"
 
 
@@ -552,7 +559,7 @@ def report_html(status: Status, inv: Inventory, title: str, generated: str) -> s
                     w.id,
                     (w.night or "-")[:10],
                     str(w.selected),
-                    w.state,
+                    w.said,
                     ", ".join(f"{s} {n}" for s, n in w.users.items()),
                 ]
                 for w in status.waves

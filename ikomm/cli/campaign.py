@@ -151,7 +151,7 @@ def campaign_status_cmd(
         waves_table.add_column(col, overflow="fold")
     for w in status.waves:
         outcome = ", ".join(f"{s} {n}" for s, n in w.users.items()) or "-"
-        waves_table.add_row(w.id, (w.night or "-")[:10], str(w.selected), w.state, outcome)
+        waves_table.add_row(w.id, (w.night or "-")[:10], str(w.selected), w.said, outcome)
     console.print(waves_table)
     if status.held_until:
         console.print("held until: " + ", ".join(f"{d}: {n}" for d, n in status.held_until.items()))

@@ -51,7 +51,7 @@ from ikomm.report import outcome_words, runbook_for
 from ikomm.wave_run import INTERRUPTED, STOPPING
 from ikomm.waves import Wave, load_wave
 
-EXIT_STOPPED, EXIT_FAILED_USERS, EXIT_INTERRUPTED = 1, 3, 130
+EXIT_STOPPED, EXIT_FAILED_USERS, EXIT_HELD, EXIT_INTERRUPTED = 1, 3, 4, 130
 
 if TYPE_CHECKING:
     from ikomm.dryrun import WavePlan
@@ -329,6 +329,8 @@ def wave_run(
         ending = f"{outcome_words(str(outcome.get('state')), failed_users)} {outcome.get('reason', '')}".rstrip()
         if outcome.get("reason") == INTERRUPTED:
             ending = f"stopped, {INTERRUPTED}. To go on: ikomm wave run {wave_file}"
+        elif outcome.get("state") == "held":
+            ending = f"held: {outcome.get('reason')}"
         console.print(f"wave {wave.id}: {ending}")
         opening = outcome.get("opening") or {}
         said = {
@@ -354,6 +356,8 @@ def wave_run(
         console.print(f"Prefect UI: {result['ui']} (flow run '{wave.id}'; search task runs by old id, account or name)")
     if outcome.get("reason") == INTERRUPTED:
         raise typer.Exit(EXIT_INTERRUPTED)
+    if outcome.get("state") == "held":
+        raise typer.Exit(EXIT_HELD)
     raise typer.Exit(EXIT_STOPPED if outcome.get("state") != "done" else EXIT_FAILED_USERS if failed_users else 0)
 
 
