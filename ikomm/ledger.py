@@ -241,7 +241,10 @@ class UserRow:
 
 @dataclass
 class Opening:
-    """What opening a wave found for its users: new, already here, taken from another wave, and not taken."""
+    """What opening a wave found for its users: new, already here, taken from another wave, and not taken.
+
+    Each user is counted once: new + resumed + requeued + taken + skipped + left_out is the wave's users (but those
+    another wave is working on now); a user left out by policy is counted as left out wherever they came from."""
 
     new: int = 0
     resumed: int = 0
@@ -352,7 +355,7 @@ class Ledger:
                     conn.execute(_EVENT_ADD, _event(key, wave_id, "skipped", "", message, at))
                     continue
                 if action == "new":
-                    opening.new += 1
+                    opening.new += state != "left_out"  # each user counted once: a left-out one as left out
                     conn.execute(users_t.insert().values(key=key, wave=wave_id, account=None, updated=at, **row))
                     message = reason or "added to the wave"
                 else:
@@ -365,13 +368,14 @@ class Ledger:
                     if cas.rowcount != 1:
                         raise ConflictError(f"{key} changed while wave {wave_id} was opening; run it again")
                     if cur.wave != wave_id:
-                        opening.taken.append((key, cur.wave, cur.state))
+                        if state != "left_out":
+                            opening.taken.append((key, cur.wave, cur.state))
                         if cur.state not in TAKEABLE:  # taken from an open wave, as the lead asked
                             conn.execute(
                                 _WAVE_USER_SET,
                                 {"w": cur.wave, "k": key, "state": "handed_over", "reason": f"taken by {wave_id}"},
                             )
-                    else:
+                    elif state != "left_out":
                         opening.requeued.append(key)
                     message = reason or f"taken again (was {before})"
                 if state == "left_out":

@@ -219,3 +219,18 @@ def test_disabled_users_are_left_out_of_a_copy_of_the_inventory(inv: Inventory, 
     path.write_text(path.read_text(encoding="utf-8").replace(",false\n", ",true\n"), encoding="utf-8")
     plan = plan_campaign(load_inventory(folder), load_campaign(campaign_file(tmp_path / "w"), load_inventory(folder)))
     assert all(wu.muni != "oyer" for wu in plan.left_out)
+
+
+def test_each_user_of_an_opening_is_counted_once(tmp_path: Path) -> None:
+    """A user left out here, whether new or taken from a wave that left them out too, counts as left out only:
+    the opening's counts add up to the wave's users (k20 once said 2,502 of 2,500)."""
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    users = [("o/a", "o", "a"), ("o/b", "o", "b"), ("o/c", "o", "c"), ("o/d", "o", "d")]
+    first = ledger.open_wave("w1", users, left_out={"o/c": "disabled", "o/d": "disabled"})
+    assert (first.new, sorted(first.left_out)) == (2, ["o/c", "o/d"])
+    ledger.set_user("o/b", "held", "plan", "not ready", wave="w1")
+    ledger.set_user("o/a", "verified", "done", "moved", wave="w1")
+    sweep = ledger.open_wave("w2", users, left_out={"o/c": "disabled", "o/d": "disabled"})
+    counted = sweep.new + sweep.resumed + len(sweep.requeued + sweep.taken + sweep.skipped + sweep.left_out)
+    assert counted == len(users), sweep
+    assert [t[0] for t in sweep.taken] == ["o/b"] and sorted(sweep.left_out) == ["o/c", "o/d"]
