@@ -233,18 +233,30 @@ def verify_rollback_cmd(
     inventory: InventoryDir = Path("inventory"),
     as_json: JsonFlag = False,
 ) -> None:
-    """Compare the present with the snapshot taken before the wave wrote anything; exit 1 on any difference."""
+    """Compare the users the wave's rollback undid with the snapshot taken before the wave wrote anything; exit 1
+    on any difference or a rollback left incomplete. Users moved again since (the wave run again, or another wave)
+    and users never rolled back are not compared, and are counted as such."""
     from ikomm.rollback import verify_user
     from ikomm.snapshot import OPERATIONAL
 
     inv = load(inventory)
     ledger = ledger_to_read()
     run = _wave_run(inv, ledger, wave_id)
+    rows = {u.key: u for u in ledger.users(wave_id)}
     try:
         key = _wave_of(ledger, user)[1] if user else None
         checked, diffs = 0, {}
+        not_compared: dict[str, list[str]] = {"moved again since": [], "not rolled back": []}
         for wu in run.wave.users:
             if (key and wu.key != key) or (municipality and wu.muni != municipality):
+                continue
+            row = rows.get(wu.key)
+            if row is not None and row.state == "failed" and row.stage == "rollback":
+                diffs[wu.key] = [row.reason]  # "rollback incomplete: ..."
+                continue
+            if row is None or row.state != "rolled_back":
+                again = any(e["wave"] == wave_id and e["state"] == "rolled_back" for e in ledger.events(wu.key))
+                not_compared["moved again since" if again else "not rolled back"].append(wu.key)
                 continue
             found = verify_user(run, wu, tuple(_stages(stage)) or None)
             if found is None:
@@ -256,15 +268,31 @@ def verify_rollback_cmd(
     except IkommError as exc:
         raise fail(exc) from None
     if as_json:
-        console.print_json(json.dumps({"checked": checked, "differences": diffs, "excluded": sorted(OPERATIONAL)}))
+        console.print_json(
+            json.dumps(
+                {
+                    "checked": checked,
+                    "differences": diffs,
+                    "not_compared": {k: len(v) for k, v in not_compared.items()},
+                    "excluded": sorted(OPERATIONAL),
+                }
+            )
+        )
     else:
         for k, found in diffs.items():
             console.print(styled((k, "bold")))
             for d in found:
                 console.print(f"  {d}")
         console.print(
-            f"{checked} user(s) compared with their snapshot: {sum(len(d) for d in diffs.values())} "
-            f"difference(s). Not compared (servers change them on their own): "
+            f"{checked} rolled-back user(s) compared with their snapshot from before the wave: "
+            f"{sum(len(d) for d in diffs.values())} difference(s). Not compared (servers change them on their own): "
             f"{', '.join(sorted(OPERATIONAL))}; legacy terminal-server sessions."
         )
+        if not_compared["moved again since"]:
+            console.print(
+                f"{len(not_compared['moved again since'])} user(s) rolled back and moved again since (the wave run "
+                "again, or another wave): not compared; `ikomm wave status` says where they stand"
+            )
+        if not_compared["not rolled back"]:
+            console.print(f"{len(not_compared['not rolled back'])} user(s) of the wave not rolled back: not compared")
     raise typer.Exit(1 if diffs else 0)

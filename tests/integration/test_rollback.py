@@ -84,3 +84,11 @@ def test_rollback_killed_halfway_finishes_on_rerun(env: Env, lab: Lab, lab_inven
     assert parked == []  # --purge deleted the accounts instead of parking them
     # the config host exactly as before: every config as it was, no .previous or temporary file left
     assert {p.name: p.read_bytes() for p in config_host.iterdir()} == devices_before
+    # the wave run again after its rollback: verify says what it compares (the rolled-back users; none is left
+    # once all moved again) and counts those moved again, instead of their moves as differences
+    rolled = sum(1 for u in ledger.users("halv") if u.state == "rolled_back")
+    others = len(ledger.users("halv")) - rolled  # held and left out: nothing of theirs was undone
+    assert env.ikomm("wave", "run", str(wave), "--include", "rolled_back", inventory=inv.root).returncode == 0
+    proof = verify(env, inv, "halv")
+    assert proof["differences"] == {} and proof["checked"] == 0, proof
+    assert proof["not_compared"] == {"moved again since": rolled, "not rolled back": others}, proof
