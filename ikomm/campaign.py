@@ -546,7 +546,9 @@ def report_html(status: Status, inv: Inventory, title: str, generated: str) -> s
         name = inv.municipalities[muni].name
         target = sum(counts.values()) - counts.get("left_out", 0)
         parts.append(f"<h2>{escape(name)}: moved over time against the plan</h2>")
-        parts.append(_burn_up(status.planned_on.get(muni, {}), status.moved_on.get(muni, {}), target))
+        parts.append(
+            _burn_up(status.planned_on.get(muni, {}), status.moved_on.get(muni, {}), target, datetime.now().date())
+        )
     if status.held_until:
         parts.append("<h2>Held until their applications are ready</h2>")
         parts.append(_table(["ready from", "users"], [[d, str(n)] for d, n in status.held_until.items()]))
@@ -580,15 +582,18 @@ def _table(head: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out) + "</table>"
 
 
-def _burn_up(planned: dict[str, int], moved: dict[str, int], target: int) -> str:
-    """An SVG burn-up chart: users moved (cumulative, by day) against the plan, up to the target line."""
+def _burn_up(planned: dict[str, int], moved: dict[str, int], target: int, today: date) -> str:
+    """An SVG burn-up chart: users moved (cumulative, by day, up to today: nothing is drawn for days not yet
+    lived) beside the plan (by wave night, to its end), under the line of the users the policy moves (drawn last,
+    above the others, so a line that reaches it does not hide it)."""
     days = sorted({*planned, *moved} - {""})
     if not days:
         return '<p class="muted">Nothing planned or moved yet.</p>'
-    first, last = date.fromisoformat(days[0]), date.fromisoformat(days[-1])
+    first = min(date.fromisoformat(days[0]), today)
+    last = max(date.fromisoformat(days[-1]), today)
     span = max((last - first).days, 1)
     width, height, left, bottom, top, right = 660, 260, 48, 46, 12, 40
-    top_value = max(target, 1)
+    top_value = max(round(target * 1.08), 1)  # room above the target line: the lines that reach it stay apart
 
     def x(day: str) -> float:
         return left + (width - left - right) * (date.fromisoformat(day) - first).days / span
@@ -596,15 +601,16 @@ def _burn_up(planned: dict[str, int], moved: dict[str, int], target: int) -> str
     def y(value: int) -> float:
         return top + (height - top - bottom) * (1 - value / top_value)
 
-    def steps(counts: dict[str, int]) -> str:
+    def steps(counts: dict[str, int], until: str | None = None) -> str:
         total, points = 0, [f"{left},{y(0):.1f}"]
         for day in sorted(d for d in counts if d):
             points.append(f"{x(day):.1f},{y(total):.1f}")
             total += counts[day]
             points.append(f"{x(day):.1f},{y(total):.1f}")
-        if points:
-            points.append(f"{width - right},{y(total):.1f}")
+        points.append(f"{x(until) if until else width - right:.1f},{y(total):.1f}")
         return " ".join(points)
+
+    now = today.isoformat()
 
     ticks = []
     for day in _month_starts(first, last):
@@ -616,15 +622,19 @@ def _burn_up(planned: dict[str, int], moved: dict[str, int], target: int) -> str
         [
             f'<svg class="chart" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">',
             *ticks,
-            f'<line x1="{left}" y1="{y(target):.1f}" x2="{width - right}" y2="{y(target):.1f}" stroke="#999" '
-            'stroke-dasharray="4 3"/>',
+            f'<line x1="{x(now):.1f}" y1="{top}" x2="{x(now):.1f}" y2="{height - bottom}" stroke="#d95f02" '
+            'stroke-dasharray="2 2"/>',
+            f'<text x="{x(now):.1f}" y="{top + 10}" font-size="11" fill="#d95f02" text-anchor="middle">today</text>',
             f'<text x="{left - 6}" y="{y(target) + 4:.1f}" font-size="11" text-anchor="end">{target}</text>',
             f'<text x="{left - 6}" y="{y(0) + 4:.1f}" font-size="11" text-anchor="end">0</text>',
-            f'<polyline fill="none" stroke="#8da0cb" stroke-width="2" points="{steps(planned)}"/>',
-            f'<polyline fill="none" stroke="#1b9e77" stroke-width="3" points="{steps(moved)}"/>',
-            f'<text x="{left}" y="{height - 6}" font-size="12" fill="#8da0cb">━ planned (by wave night)</text>',
+            f'<polyline fill="none" stroke="#8da0cb" stroke-width="2" stroke-dasharray="6 3" '
+            f'points="{steps(planned)}"/>',
+            f'<polyline fill="none" stroke="#1b9e77" stroke-width="3" points="{steps(moved, now)}"/>',
+            f'<line x1="{left}" y1="{y(target):.1f}" x2="{width - right}" y2="{y(target):.1f}" stroke="#555" '
+            'stroke-width="1.5" stroke-dasharray="4 3"/>',
+            f'<text x="{left}" y="{height - 6}" font-size="12" fill="#8da0cb">╍ planned (by wave night)</text>',
             f'<text x="{left + 300}" y="{height - 6}" font-size="12" fill="#1b9e77">━ moved (verified)</text>',
-            f'<text x="{left + 440}" y="{height - 6}" font-size="12" fill="#999">┅ users the policy moves</text>',
+            f'<text x="{left + 440}" y="{height - 6}" font-size="12" fill="#555">┅ users the policy moves</text>',
             "</svg>",
         ]
     )

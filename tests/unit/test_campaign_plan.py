@@ -234,3 +234,20 @@ def test_each_user_of_an_opening_is_counted_once(tmp_path: Path) -> None:
     counted = sweep.new + sweep.resumed + len(sweep.requeued + sweep.taken + sweep.skipped + sweep.left_out)
     assert counted == len(users), sweep
     assert [t[0] for t in sweep.taken] == ["o/b"] and sorted(sweep.left_out) == ["o/c", "o/d"]
+
+
+def test_the_burn_up_stops_moved_at_today_and_draws_the_target_on_top() -> None:
+    """Moved is drawn up to today (not as a flat line into the future), the plan to its end, and the line of the
+    users the policy moves last, so a moved line that reaches it does not hide it."""
+    from datetime import date
+
+    from ikomm.campaign import _burn_up
+
+    svg = _burn_up({"2026-11-20": 60, "2027-02-01": 40}, {"2026-11-20": 100}, 100, date(2026, 12, 6))
+    lines = svg.splitlines()
+    moved = next(line for line in lines if 'stroke="#1b9e77"' in line and "polyline" in line)
+    today = next(line for line in lines if ">today<" in line)
+    assert moved.split('points="')[1].split()[-1].split(",")[0] == today.split('x="')[1].split('"')[0]
+    assert any("polyline" in line and "#8da0cb" in line for line in lines)  # the plan, beside it
+    target = next(i for i, line in enumerate(lines) if 'stroke="#555"' in line)
+    assert target > lines.index(moved)
