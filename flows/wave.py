@@ -325,7 +325,8 @@ def _wave(
 
 def ending(run: WaveRun) -> tuple[str, str]:
     """How a wave with every user in a final state ends, and the words: "held" when every user it moves waits
-    for an application (none verified, none failed), else "done"; with held users, when to run it again."""
+    for an application (none verified, failed or rolled back here), else "done"; with held users, when to run
+    it again."""
     users = run.ledger.users(run.wave.id)
     held = [u for u in users if u.state == "held"]
     if not held:
@@ -334,7 +335,7 @@ def ending(run: WaveRun) -> tuple[str, str]:
     when = f"run it again on or after {days[0]}" if days else "run it again once their applications are ready"
     if len(days) > 1:
         when += f" (the last are ready on {days[-1]})"
-    if not any(u.state in ("verified", "failed") for u in users):
+    if all(u.state in ("held", "left_out", "skipped", "handed_over") for u in users):  # none moved, failed or undone
         return "held", f"every user waits for an application ({len(held)} held): {when}"
     return "done", f"{len(held)} user(s) held for an application: {when}"
 
