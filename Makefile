@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := slapd ldap-utils samba samba-ad-dc winbind openssh-server python3-venv chromium postgresql redis-server nginx
+APT_PACKAGES := slapd ldap-utils samba samba-ad-dc winbind openssh-server python3-venv chromium postgresql redis-server nginx acl
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
 .PHONY: setup apt venv test lint unit integration demo bench bench-campaign bench-cockpit bench-tenant bench-scale bench-prefect-floor lab-up lab-down clean
@@ -12,7 +12,8 @@ setup: apt venv
 
 # System packages: the real servers of the lab (slapd, Samba AD DC, sshd), Chromium for the UI test,
 # PostgreSQL and Redis for production mode (ikomm server start --production), and nginx, the proxy that gives
-# the Prefect UI its sign-in and roles (ikomm access). None of their system services is used: ikomm starts its own.
+# the Prefect UI its sign-in and roles (ikomm access); acl (getfacl) for the file servers' ACL reader (audit isolation).
+# None of their system services is used: ikomm starts its own.
 apt:
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
 	  echo "installing system packages: $(APT_PACKAGES)"; \

@@ -11,7 +11,9 @@
                  platform's OU=Deaktivert, where rollbacks park accounts, counts as inside)
     folder       a home, profile or tenant folder on a zone's file server that another municipality's
                  accounts can read: readable by others, by Domain Users, or by another's group; or owned
-                 (as account or as group) by another municipality's principal, who can open it at will
+                 (as account or as group) by another municipality's principal, who can open it at will; or
+                 whose POSIX ACL names such a principal or Domain Users (read through the file server's
+                 read-only ACL reader, connectors/acl_reader.py; a server without one is said not read)
     entitlement  an application group of one municipality holding a member of another
 
 A principal belongs to the municipality whose employeeNumber it carries, else whose OU it lies in, else
@@ -45,7 +47,7 @@ from ikomm.acl import (
 from ikomm.changes import PARKED_OU
 from ikomm.connectors import Connectors
 from ikomm.connectors.directory import Snapshot
-from ikomm.connectors.files import Owned
+from ikomm.connectors.files import AclEntry, Owned
 from ikomm.inventory import Inventory
 from ikomm.stages import DOMAIN_USERS_RID, ID_BASE
 from ikomm.tenancy import tenants_root
@@ -314,6 +316,7 @@ def _folders(inv: Inventory, connectors: Connectors, who: Principals) -> Iterato
     for zone in inv.platform.zones:
         fs_config = zone.file_server
         fs = connectors.zone_files(zone.id)
+        whose: dict[str, str] = {}  # folder -> the municipality it belongs to
         tops: list[Owned] = []
         for root in (fs_config.home_root, fs_config.profile_root):
             tops += fs.listing(root)
@@ -321,11 +324,37 @@ def _folders(inv: Inventory, connectors: Connectors, who: Principals) -> Iterato
             owner = who.by_rid.get(top.uid - ID_BASE)
             if owner is None:
                 continue
+            whose[top.path] = owner[0]
             yield from _folder(fs_config.name, top, owner[0], who, everyone)
-        for top in fs.listing(tenants_root(fs_config.home_root)):
+        tenants = tenants_root(fs_config.home_root)
+        for top in fs.listing(tenants):
             muni = basename(top.path)
             if muni in inv.municipalities:
+                whose[top.path] = muni
                 yield from _folder(fs_config.name, top, muni, who, everyone)
+        acls = connectors.zone_acls(zone.id, [fs_config.home_root, fs_config.profile_root, tenants])
+        for path, entries in (acls or {}).items():
+            if path in whose:
+                yield from _folder_acl(f"{fs_config.name}:{path}", whose[path], entries, who, everyone)
+
+
+def _folder_acl(where: str, muni: str, entries: list[AclEntry], who: Principals, everyone: int) -> Iterator[Finding]:
+    """A folder's POSIX ACL entries that open it to another municipality's principal, or to Domain Users."""
+    for entry in entries:
+        if entry.perms.strip("-") == "":
+            continue
+        said = f"{'default:' if entry.default else ''}{entry.kind}:{entry.id}:{entry.perms}"
+        if entry.kind == "group" and entry.id == everyone:
+            yield Finding("folder", where, f"{muni}'s folder is open to Domain Users, every municipality ({said})")
+            continue
+        principal = who.by_rid.get(entry.id - ID_BASE)
+        if principal is not None and principal[0] != muni:
+            yield Finding("folder", where, f"{muni}'s folder is open to {principal[1]} of {principal[0]} ({said})")
+
+
+def unread(inv: Inventory) -> list[str]:
+    """The zone file servers whose ACLs the audit cannot read (no acl_port in the inventory)."""
+    return [z.file_server.name for z in inv.platform.zones if z.file_server.acl_port is None]
 
 
 def _folder(server: str, top: Owned, muni: str, who: Principals, everyone: int) -> Iterator[Finding]:

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
+from ikomm.connectors import acl_reader
 from ikomm.connectors.directory import child_dn
 from ikomm.errors import LabError
 from ikomm.inventory import Inventory
@@ -468,6 +469,7 @@ class Lab:
                 "MaxSessions 64",
                 "MaxStartups 64:30:256",
                 "LogLevel ERROR",
+                *self._acl_reader(s, folder / "root"),
                 "",
             ]
         )
@@ -476,8 +478,25 @@ class Lab:
         for path in [root, *root.rglob("*")]:
             if path.is_dir():
                 os.chmod(path, 0o755)
-        host = s.host if s.port == 22 else f"[{s.host}]:{s.port}"
-        return f"{host} {host_pub}\n"
+        ports = [s.port, *(p for p in [self._acl_port(s)] if p is not None)]
+        return "".join(f"{s.host if p == 22 else f'[{s.host}]:{p}'} {host_pub}\n" for p in ports)
+
+    def _acl_port(self, s: Server) -> int | None:
+        """The ACL reader's port of a zone file server, if the inventory gives it one."""
+        return next((z.file_server.acl_port for z in self.inv.platform.zones if z.file_server.name == s.name), None)
+
+    def _acl_reader(self, s: Server, root: Path) -> list[str]:
+        """sshd lines for the server's read-only ACL reader: a second port whose only command reads ACLs."""
+        port = self._acl_port(s)
+        if port is None:
+            return []
+        reader = Path(acl_reader.__file__).resolve()
+        return [
+            f"ListenAddress {s.host}:{port}",  # a second port, same host key; what follows applies to it alone
+            f"Match LocalPort {port}",
+            "    ChrootDirectory none",
+            f"    ForceCommand {sys.executable} -I {reader} {root}",
+        ]
 
     def _seed_files(self, s: Server, root: Path) -> None:
         for muni in self.inv.municipalities.values():

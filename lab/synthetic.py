@@ -199,6 +199,7 @@ ZONES = [("office", "Kontor", 21), ("health", "Helse", 22), ("school", "Skole", 
 LEGACY_FS_OCTET = {"lillehammer": 11, "gausdal": 12, "oyer": 13, "ringebu": 14}
 LEGACY_DIR_OCTET = {"lillehammer": 3, "gausdal": 4, "oyer": 5, "ringebu": 6}
 SSH_PORT = 2222
+ACL_PORT = 2223  # the zone file servers' read-only ACL reader (audit isolation)
 PLATFORM_BASE = "DC=plattform,DC=ikomm,DC=no"
 
 
@@ -255,6 +256,7 @@ def _platform(lab_dir: str) -> dict[str, Any]:
                     "port": SSH_PORT,
                     "profile_root": "/data/profiles",
                     "home_root": "/data/home",
+                    "acl_port": ACL_PORT,
                 },
                 "terminal_farm": {"collection": f"{zname}-farm", "hosts": [f"ts-{zid}-{i:02d}" for i in (1, 2)]},
             }

@@ -121,7 +121,7 @@ def tenant_list(inventory: InventoryDir = Path("inventory"), as_json: JsonFlag =
 @audit_app.command("isolation")
 def audit_isolation(inventory: InventoryDir = Path("inventory"), as_json: JsonFlag = False) -> None:
     """Report every crossing between municipalities on the platform (ACEs, groups, accounts, folders); exit 1 if any."""
-    from ikomm.isolation import audit
+    from ikomm.isolation import audit, unread
 
     inv = load(inventory)
     t0 = time.monotonic()
@@ -134,7 +134,8 @@ def audit_isolation(inventory: InventoryDir = Path("inventory"), as_json: JsonFl
         made.close()
     seconds = time.monotonic() - t0
     if as_json:
-        print(json.dumps({"findings": [f.as_dict() for f in findings], "seconds": round(seconds, 2)}, indent=1))
+        said = {"findings": [f.as_dict() for f in findings], "acls_not_read": unread(inv), "seconds": round(seconds, 2)}
+        print(json.dumps(said, indent=1))
     elif findings:
         table = Table("kind", "where", "what", title=f"{len(findings)} crossing(s) between municipalities")
         for f in findings:
@@ -143,6 +144,11 @@ def audit_isolation(inventory: InventoryDir = Path("inventory"), as_json: JsonFl
     else:
         munis = ", ".join(inv.municipalities)
         console.print(styled(("isolation holds", "bold green"), f": no crossing between {munis} ({seconds:.1f} s)"))
+    blind = unread(inv)
+    if blind and not as_json:
+        err.print(
+            styled(("note:", "yellow"), f" POSIX ACLs not read on {', '.join(blind)} (no acl_port in the inventory)")
+        )
     if findings:
         raise typer.Exit(1)
 

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from ikomm.connectors.broker import Broker
 from ikomm.connectors.devices import DeviceConfigs
 from ikomm.connectors.directory import DirectoryConnector
-from ikomm.connectors.files import FileServer
+from ikomm.connectors.files import AclEntry, FileServer, read_acls
 from ikomm.errors import FatalError
 from ikomm.inventory import Inventory
 from ikomm.inventory.models import DirectoryConfig
@@ -91,6 +91,17 @@ class Connectors:
     def zone_files(self, zone_id: str) -> FileServer:
         fs = self.inv.zone(zone_id).file_server
         return self.sftp(fs.host, fs.port)
+
+    def zone_acls(self, zone_id: str, folders: list[str]) -> dict[str, list[AclEntry]] | None:
+        """The named POSIX ACL entries of the folders right under each of folders on the zone's file server,
+        through its read-only ACL reader; None if the inventory gives the server no reader (acl_port)."""
+        fs = self.inv.zone(zone_id).file_server
+        if fs.acl_port is None:
+            return None
+        ssh = self.inv.platform.ssh
+        return read_acls(
+            fs.host, fs.acl_port, ssh.user, self.inv.path(ssh.key_file), self.inv.path(ssh.known_hosts), folders
+        )
 
     def devices(self) -> DeviceConfigs:
         host = self.inv.platform.thin_client_config_host

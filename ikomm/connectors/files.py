@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import queue
+import shlex
 import socket
 import stat
 import threading
@@ -372,6 +373,68 @@ class Owned(NamedTuple):
 def _owned(path: str, attr: paramiko.SFTPAttributes) -> Owned:
     mode = attr.st_mode or 0
     return Owned(path, mode & 0o7777, attr.st_uid or 0, attr.st_gid or 0, stat.S_ISDIR(mode))
+
+
+class AclEntry(NamedTuple):
+    """A named entry of a folder's POSIX ACL (`group:10513:r-x`; default: the one new files inherit)."""
+
+    default: bool
+    kind: str  # user or group
+    id: int
+    perms: str  # as getfacl prints them: r-x
+
+
+def read_acls(
+    host: str, port: int, user: str, key_file: Path, known_hosts: Path, folders: Sequence[str], timeout: float = 30.0
+) -> dict[str, list[AclEntry]]:
+    """The named ACL entries of the folders right under each of folders, read through the file server's read-only
+    ACL reader (its forced command: acl_reader.py); only folders that have any are in the answer."""
+    client = paramiko.SSHClient()
+    client.load_host_keys(str(known_hosts))
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    doing = f"read ACLs on {host}:{port}"
+    try:
+        client.connect(
+            host,
+            port=port,
+            username=user,
+            key_filename=str(key_file),
+            allow_agent=False,
+            look_for_keys=False,
+            timeout=timeout,
+            banner_timeout=timeout,
+            auth_timeout=timeout,
+        )
+        _, out, err = client.exec_command("acls " + " ".join(shlex.quote(f) for f in folders), timeout=timeout)
+        text = out.read().decode("utf-8", "replace")
+        problem = err.read().decode("utf-8", "replace").strip()
+        code = out.channel.recv_exit_status()
+    except Exception as exc:
+        raise classify(exc, doing) from None
+    finally:
+        client.close()
+    if code != 0:
+        raise FatalError(f"{doing}: the reader answered {code}: {problem[:300]}")
+    return parse_acls(text)
+
+
+def parse_acls(text: str) -> dict[str, list[AclEntry]]:
+    """getfacl's output (numeric) as folder -> its named entries (user:ID, group:ID, and their default: ones)."""
+    found: dict[str, list[AclEntry]] = {}
+    path = ""
+    for line in text.splitlines():
+        if line.startswith("# file: "):
+            path = line.removeprefix("# file: ")
+            continue
+        if not line or line.startswith("#") or not path:
+            continue
+        parts = line.split(":")
+        default = parts[0] == "default"
+        if default:
+            parts = parts[1:]
+        if len(parts) == 3 and parts[0] in ("user", "group") and parts[1].isdigit():
+            found.setdefault(path, []).append(AclEntry(default, parts[0], int(parts[1]), parts[2]))
+    return found
 
 
 def unchanged(have: FileEntry | None, want: FileEntry) -> bool:

@@ -174,13 +174,18 @@ class DirectoryConfig(Model):
 
 
 class FileServerConfig(Model):
-    """A file server holding profile and home trees, reached over SSH/SFTP."""
+    """A file server holding profile and home trees, reached over SSH/SFTP.
+
+    acl_port: where the same host's SSH serves its read-only ACL reader (ikomm/connectors/acl_reader.py, the
+    forced command of that port), for `ikomm audit isolation` to read the POSIX ACLs of the folders; none, and
+    the audit says it could not read them."""
 
     name: str
     host: Host
     port: Port = 22
     profile_root: AbsPath
     home_root: AbsPath
+    acl_port: Port | None = None
 
 
 class TerminalFarm(Model):

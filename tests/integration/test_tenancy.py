@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from ikomm.ledger import Ledger
 from ikomm.naming import account_names
 from ikomm.stages import DOMAIN_USERS_RID, ID_BASE
 from ikomm.tenancy import layout_of
+from lab.manager import Lab
 from tests.integration.conftest import Env
 from tests.integration.test_helpdesk_ui import few_of
 from tests.integration.test_runbooks import run_page
@@ -163,7 +165,7 @@ def test_a_new_municipality_joins_without_weakening_the_others(env: Env, inv_dir
     assert (inv_dir / "municipalities.yaml").read_bytes() == munis  # refused: nothing removed
 
 
-def test_the_audit_finds_each_crossing(env: Env, inv_dir: Path) -> None:
+def test_the_audit_finds_each_crossing(env: Env, lab: Lab, inv_dir: Path) -> None:
     """Each crossing planted on the platform is reported by its kind (exit 1); taken away, the audit passes."""
     inv = onboard(env, inv_dir)
     lay = layout_of(inv, TENANT, "Ringebu")
@@ -244,6 +246,19 @@ def test_the_audit_finds_each_crossing(env: Env, inv_dir: Path) -> None:
         fs.ensure_folder(tenant_folder, 0o2770, (0, lill_gid))
         return lambda: fs.ensure_folder(tenant_folder, 0o2770, (0, ringebu_gid)) and None
 
+    def acl(path: str, *spec: str) -> Callable[[], None]:  # as an admin of the file server would, on the server
+        real = lab.server_path("fs-office", path)
+        subprocess.run(["setfacl", *spec, str(real)], check=True)
+        return lambda: subprocess.run(["setfacl", "-b", str(real)], check=True) and None
+
+    def tenant_folder_with_an_acl_for_another_group() -> Callable[[], None]:
+        return acl(tenant_folder, "-m", f"g:{lill_gid}:rx")
+
+    def home_folder_with_a_default_acl_for_domain_users() -> Callable[[], None]:
+        fs.ensure_folder(home, 0o700, (planted_uid, 0))
+        acl(home, "-d", "-m", f"g:{ID_BASE + DOMAIN_USERS_RID}:rx")
+        return lambda: fs.remove_folder(home) and None  # the folder goes, its ACL with it
+
     cases: list[tuple[str, Callable[[], Callable[[], None]], str]] = [
         ("ace", ace_on_lillehammer, lill_ou),
         ("nesting", nesting, lay.admin_group_dn),
@@ -255,6 +270,8 @@ def test_the_audit_finds_each_crossing(env: Env, inv_dir: Path) -> None:
         ("ace", authenticated_users_write, lill_ou),
         ("nesting", nested_through_a_neutral_group, lay.admin_group_dn),
         ("folder", tenant_folder_of_another_group, f"fs-office:{tenant_folder}"),
+        ("folder", tenant_folder_with_an_acl_for_another_group, f"fs-office:{tenant_folder}"),
+        ("folder", home_folder_with_a_default_acl_for_domain_users, f"fs-office:{home}"),
     ]
     try:
         assert audit(env, inv_dir) == (0, [])
