@@ -20,6 +20,7 @@ from prefect.states import Completed, Failed
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from flows import without_heartbeats
+from flows.wave import await_recorded
 from ikomm.errors import InvalidInputError
 from ikomm.inventory import load_inventory
 from ikomm.leases import Lease
@@ -179,6 +180,7 @@ def _report(wave_id: str, reports: list[dict[str, Any]]) -> str:
 def run_rollback(wave_id: str, **kwargs: Any) -> list[UserRollback]:
     """Run the rollback flow in this process, as the wave's one writer, tagged with the wave."""
     ledger = Ledger(url_for(Path(str(kwargs["state_dir"]))))
+    started = now()
     with Lease(ledger, f"wave:{wave_id}"), without_heartbeats(), tags(f"wave:{wave_id}", "rollback"):
         concurrency = int(kwargs.get("concurrency", 8))
         runner = cast(TaskRunner[PrefectFuture[Any]], ThreadPoolTaskRunner(max_workers=concurrency))
@@ -187,4 +189,6 @@ def run_rollback(wave_id: str, **kwargs: Any) -> list[UserRollback]:
         reports = cast("list[dict[str, Any]] | BaseException", ended.result(raise_on_failure=False))
     if isinstance(reports, BaseException):  # the flow itself failed or crashed
         raise reports
+    # as a wave does: the users' rollback pages show how it ended for them before the command says it is over
+    await_recorded(list(ledger.task_runs(wave_id, since=started).values()))
     return [UserRollback(**r) for r in reports]
