@@ -454,6 +454,9 @@ def wave_approve(
     reject: Annotated[bool, typer.Option("--reject", help="Refuse the cutover instead.")] = False,
 ) -> None:
     """Answer the wave's approval gate (as the Prefect UI's resume form does); a refusal says why (--comment)."""
+    if len(approver.strip()) < 2:
+        err.print(styled(("error:", "red"), " --approver: who decides, a name or an e-mail (kept with the answer)"))
+        raise typer.Exit(2)
     if reject and len(comment.strip()) < 3:
         err.print(styled(("error:", "red"), " --reject needs --comment: why the cutover is refused (kept with it)"))
         raise typer.Exit(2)

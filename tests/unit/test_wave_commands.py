@@ -119,3 +119,20 @@ def test_reading_commands_create_no_state(
     result = CliRunner().invoke(app, [str(inventory) if a == "INVENTORY" else a for a in args])
     assert result.exit_code == 2 and "no ledger in" in result.output, result.output
     assert not (tmp_path / "state").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--approver", "x"], "--approver: who decides"),
+        (["--approver", "kari@ikomm.no", "--reject"], "--reject needs --comment"),
+        (["--approver", "kari@ikomm.no", "--reject", "--comment", "no"], "--reject needs --comment"),
+    ],
+)
+def test_an_answer_without_who_or_a_refusal_without_why_is_refused_before_anything(
+    tmp_path: Path, args: list[str], said: str
+) -> None:
+    """The same rules as the UI's Resume form; no server is asked, no state is made."""
+    result = CliRunner().invoke(app, ["wave", "approve", "w", *args], env={"IKOMM_STATE": str(tmp_path / "s")})
+    assert result.exit_code == 2 and said in result.output, result.output
+    assert not (tmp_path / "s").exists()
