@@ -13,6 +13,8 @@ on. Nothing here knows Prefect.
 
 from __future__ import annotations
 
+import time
+
 from ikomm.changes import from_record
 from ikomm.errors import FatalError, HeldError, IkommError, TransientError
 from ikomm.ledger import FINAL
@@ -59,12 +61,14 @@ def cutover(run: WaveRun, wu: WaveUser) -> None:
     set_state(run, wu, "running", "files", "final delta of profile and home")
     stage_files(run, wu, dn)
     set_state(run, wu, "running", "cutover", "device, broker, legacy session")
+    down = time.monotonic()  # from here the user can work nowhere: logged off the legacy desktop, device repointed
     stage_cutover(run, wu)
     set_state(run, wu, "migrated", "verify", "moved; verifying")
     stage_verify(run, wu, dn)
     set_state(run, wu, "running", "retire", "verified; disabling the legacy account")
     stage_retire(run, wu)
-    set_state(run, wu, "verified", "done", "migrated and verified; legacy account disabled")
+    took = time.monotonic() - down
+    set_state(run, wu, "verified", "done", f"migrated and verified; legacy account disabled; downtime {took:.1f} s")
 
 
 # --- failure and undo ---------------------------------------------------------------------------

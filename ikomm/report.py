@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import re
+import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -25,6 +27,19 @@ def outcome_words(state: str, failed: int) -> str:
     return f"{state} with {failed} failed" if failed else state
 
 
+def downtime_words(seconds: Mapping[str, float]) -> str | None:
+    """'downtime (cutover to verified) of 97 users: median 1.2 s, p95 3.4 s, worst 5.6 s (gausdal/gd10074)'."""
+    if not seconds:
+        return None
+    ordered = sorted(seconds.values())
+    p95 = ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
+    worst = max(seconds, key=lambda k: seconds[k])
+    return (
+        f"downtime (cutover to verified) of {len(ordered)} user(s): median {statistics.median(ordered):.1f} s, "
+        f"p95 {p95:.1f} s, worst {seconds[worst]:.1f} s ({worst})"
+    )
+
+
 def summary_markdown(ledger: Ledger, wave_id: str, inv: Inventory, links: Mapping[str, str] | None = None) -> str:
     """The wave's summary: totals, every failed or held user with the reason (and a link to the user's page
     where links has one: user -> URL), unmapped legacy groups."""
@@ -33,6 +48,9 @@ def summary_markdown(ledger: Ledger, wave_id: str, inv: Inventory, links: Mappin
     failed = sum(1 for u in users if u.state == "failed")
     state = outcome_words(str(wave.get("state", "?")), failed)
     lines = [f"# Wave {wave_id}", "", f"State: **{state}** {wave.get('detail', '')}".rstrip(), ""]
+    down = downtime_words(ledger.downtimes(wave_id))
+    if down:
+        lines += [down[0].upper() + down[1:] + ".", ""]
     lines += ["| municipality | state | users |", "|---|---|---|"]
     lines += [f"| {r['municipality']} | {r['state']} | {r['users']} |" for r in table_rows(ledger, wave_id)]
     trouble = [u for u in users if u.state in ("failed", "held", "left_out")]

@@ -47,7 +47,7 @@ from ikomm.inventory import Inventory, load_inventory
 from ikomm.leases import as_it_is
 from ikomm.ledger import TAKEABLE, Ledger
 from ikomm.preflight import problems
-from ikomm.report import outcome_words, runbook_for
+from ikomm.report import downtime_words, outcome_words, runbook_for
 from ikomm.wave_run import INTERRUPTED, STOPPING
 from ikomm.waves import Wave, load_wave
 
@@ -84,6 +84,9 @@ def _stage_table(ledger: Ledger, wave_id: str, shown: int | None = SHOWN) -> Gro
     wave = as_it_is(ledger, ledger.wave(wave_id) or {"id": wave_id, "state": "starting"})
     note = Table.grid()
     note.add_row(f"wave state: {wave.get('state', 'starting')} {wave.get('detail', '')}")
+    down = downtime_words(ledger.downtimes(wave_id))
+    if down:
+        note.add_row(down)
     if len(listed) < len(failed):
         note.add_row(f"{len(failed) - len(listed)} more not moved: ikomm wave status {wave_id} --all (or --json)")
     for said in ledger.notes(wave_id):
@@ -440,7 +443,15 @@ def wave_status(
         ]
         notes = ledger.notes(wave_id)
         console.print_json(
-            json.dumps({"wave": as_it_is(ledger, wave), "users": counts, "not_moved": failed, "notes": notes})
+            json.dumps(
+                {
+                    "wave": as_it_is(ledger, wave),
+                    "downtime_seconds": ledger.downtimes(wave_id),
+                    "users": counts,
+                    "not_moved": failed,
+                    "notes": notes,
+                }
+            )
         )
         return
     console.print(_stage_table(ledger, wave_id, None if show_all else SHOWN))

@@ -181,6 +181,11 @@ def test_wave_moves_everyone_checks_out_and_rerun_is_a_no_op(
     assert held and all(states[name][:2] == ("COMPLETED", "Held") for name in held), states  # not Failed: nothing did
     assert all("not ready" in states[name][2] for name in held)
     assert not [n for n, st in states.items() if st[0] != "COMPLETED"], states
+    # each moved user's downtime (cutover to verified), on their page's story and in wave status
+    down = ledger.downtimes("alle")
+    assert set(down) == {u.key for u in ledger.users("alle") if u.state == "verified"} and max(down.values()) < 120
+    status = env.said("wave", "status", "alle")
+    assert f"downtime (cutover to verified) of {len(down)} user(s): median" in status.stdout, status.stdout
     # one live table of users on the wave's run, updated in place (not a new version each publish)
     wave_run = api_json(
         prefect_api, "/flow_runs/filter", {"flow_runs": {"name": {"any_": ["alle"]}}, "sort": "START_TIME_DESC"}

@@ -251,3 +251,20 @@ def test_the_burn_up_stops_moved_at_today_and_draws_the_target_on_top() -> None:
     assert any("polyline" in line and "#8da0cb" in line for line in lines)  # the plan, beside it
     target = next(i for i, line in enumerate(lines) if 'stroke="#555"' in line)
     assert target > lines.index(moved)
+
+
+def test_downtime_is_cutover_to_verified_per_user_with_median_p95_and_worst(tmp_path: Path) -> None:
+    """A user's downtime: from the cutover stage's start to verified (the last cutover, in this wave only)."""
+    from ikomm.report import downtime_words
+
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger.open_wave("w", [("g/a", "g", "a"), ("g/b", "g", "b"), ("g/c", "g", "c")])
+    for key in ("g/a", "g/b"):
+        ledger.set_user(key, "running", "cutover", "device, broker, legacy session", wave="w")
+        ledger.set_user(key, "verified", "done", "migrated and verified", wave="w")
+    ledger.set_user("g/c", "running", "cutover", "device, broker, legacy session", wave="w")  # not verified (yet)
+    down = ledger.downtimes("w")
+    assert set(down) == {"g/a", "g/b"} and all(0 <= s < 5 for s in down.values())
+    said = downtime_words({f"g/{i}": float(i) for i in range(1, 101)})
+    assert said == "downtime (cutover to verified) of 100 user(s): median 50.5 s, p95 95.0 s, worst 100.0 s (g/100)"
+    assert downtime_words({}) is None
