@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 APT_PACKAGES := slapd ldap-utils samba samba-ad-dc winbind openssh-server python3-venv chromium postgresql redis-server nginx acl
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: setup apt venv test lint unit integration demo bench bench-campaign bench-cockpit bench-tenant bench-scale bench-prefect-floor lab-up lab-down clean
+.PHONY: setup apt venv test lint unit integration demo bench bench-campaign bench-cockpit bench-tenant bench-scale bench-prefect-floor bench-stream lab-up lab-down clean
 
 setup: apt venv
 
@@ -94,6 +94,10 @@ bench-campaign: setup
 
 bench-cockpit: setup
 	$(BIN)/python -m bench.cockpit
+
+# one large file's copy and hash over SFTP against OpenSSH's scp -3 on the same servers: about 1 min
+bench-stream: setup
+	$(BIN)/python -m bench.stream
 
 # Prefect alone in the wave's shape (no migration work), 100, 300 and 500 users: about 10 min
 bench-prefect-floor: setup
