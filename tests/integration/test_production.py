@@ -93,12 +93,16 @@ def _in_one_process(prod_env: dict[str, str], inv: Inventory, state: Path) -> st
 
 
 def _ledger(state: Path) -> Ledger:
+    saved = {key: os.environ.get(key) for key in PORTS}  # the session's own (IKOMM_PREFECT_PORT) put back after
     os.environ.update(PORTS)  # production.ledger_url reads the port
     try:
         return Ledger(production.ledger_url(state))
     finally:
-        for key in PORTS:
-            os.environ.pop(key, None)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _wait_for(what: str, check: Callable[[], bool], proc: subprocess.Popen[str], timeout: float = 400) -> None:
