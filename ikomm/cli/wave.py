@@ -335,6 +335,9 @@ def wave_run(
         elif outcome.get("state") == "held":
             ending = f"held: {outcome.get('reason')}"
         console.print(f"wave {wave.id}: {ending}")
+        down = downtime_words(ledger.downtimes(wave.id))
+        if down:
+            console.print(f"  {down}")
         opening = outcome.get("opening") or {}
         said = {
             "skipped": "skipped (already moved by another wave)",
