@@ -60,7 +60,7 @@ demo: setup
 	$(BIN)/python -m lab.browser pilot --out .ikomm/screenshots   # what the helpdesk sees, in headless Chromium
 	@echo
 	@echo "The pilot wave ran against the lab's real servers on 127.0.0.x. Where to look:"
-	@echo "  Prefect UI:  http://127.0.0.1:4200/runs  (flow run 'pilot'; task runs 'gausdal/gd10074 · froydis.sveen3 · migrate')"
+	@echo "  Prefect UI:  http://127.0.0.1:4200/runs  (flow run 'pilot'; task runs 'gausdal/gd10074 · froydis.sveen3 · migrate · Frøydis Sveen / Froydis Sveen')"
 	@echo "               sign in with the line in .ikomm/access/helpdesk.password (reads only) or lead.password (may start and approve)"
 	@echo "               artifacts: wave-pilot-progress, wave-pilot-users, wave-pilot-summary; each user's card on their task run"
 	@echo "               deployments: start-wave/wave and start-rollback/rollback (ikomm serve; stop: ikomm serve --stop)"
