@@ -171,21 +171,9 @@ class FileServer:
         return f"FileServer({self.host}:{self.port})"
 
     def _connect(self) -> tuple[paramiko.SSHClient, paramiko.SFTPClient]:
-        client = paramiko.SSHClient()
-        client.load_host_keys(str(self._known_hosts))
-        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        client = _ssh_client(self._known_hosts)
         try:
-            client.connect(
-                self.host,
-                port=self.port,
-                username=self.user,
-                key_filename=str(self._key_file),
-                allow_agent=False,
-                look_for_keys=False,
-                timeout=self._timeout,
-                banner_timeout=self._timeout,
-                auth_timeout=self._timeout,
-            )
+            _ssh_connect(client, self.host, self.port, self.user, self._key_file, self._timeout)
             sftp = client.open_sftp()
             sftp.get_channel().settimeout(self._timeout)  # type: ignore[union-attr]
         except Exception as exc:
@@ -387,6 +375,29 @@ def _owned(path: str, attr: paramiko.SFTPAttributes) -> Owned:
     return Owned(path, mode & 0o7777, attr.st_uid or 0, attr.st_gid or 0, stat.S_ISDIR(mode))
 
 
+def _ssh_client(known_hosts: Path) -> paramiko.SSHClient:
+    """An SSH client that trusts only the host keys in known_hosts (an unknown or changed key is refused)."""
+    client = paramiko.SSHClient()
+    client.load_host_keys(str(known_hosts))
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    return client
+
+
+def _ssh_connect(client: paramiko.SSHClient, host: str, port: int, user: str, key_file: Path, timeout: float) -> None:
+    """Connect with the key file alone (no agent, no other keys), every wait bounded by timeout."""
+    client.connect(
+        host,
+        port=port,
+        username=user,
+        key_filename=str(key_file),
+        allow_agent=False,
+        look_for_keys=False,
+        timeout=timeout,
+        banner_timeout=timeout,
+        auth_timeout=timeout,
+    )
+
+
 class AclEntry(NamedTuple):
     """A named entry of a folder's POSIX ACL (`group:10513:r-x`; default: the one new files inherit)."""
 
@@ -401,22 +412,10 @@ def read_acls(
 ) -> dict[str, list[AclEntry]]:
     """The named ACL entries of the folders right under each of folders, read through the file server's read-only
     ACL reader (its forced command: acl_reader.py); only folders that have any are in the answer."""
-    client = paramiko.SSHClient()
-    client.load_host_keys(str(known_hosts))
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    client = _ssh_client(known_hosts)
     doing = f"read ACLs on {host}:{port}"
     try:
-        client.connect(
-            host,
-            port=port,
-            username=user,
-            key_filename=str(key_file),
-            allow_agent=False,
-            look_for_keys=False,
-            timeout=timeout,
-            banner_timeout=timeout,
-            auth_timeout=timeout,
-        )
+        _ssh_connect(client, host, port, user, key_file, timeout)
         _, out, err = client.exec_command("acls " + " ".join(shlex.quote(f) for f in folders), timeout=timeout)
         text = out.read().decode("utf-8", "replace")
         problem = err.read().decode("utf-8", "replace").strip()
