@@ -89,16 +89,14 @@ def rollback_flow(
         task_ = with_wave_retries(roll_back_user, run)
         futures = []
         for key in keys:
-            muni = key.split("/", 1)[0]
-            known = _known(run, key)
-            account = run.account(run.user(key)) if known else "?"
-            person = run.person(run.user(key)) if known else "?"
-            with tags(f"municipality:{muni}"):
+            wu = run.known(key)  # None: gone from the inventory; its task says so
+            account, person = (run.account(wu), run.person(wu)) if wu else ("?", "?")
+            with tags(f"municipality:{key.split('/', 1)[0]}"):
                 futures.append(task_.submit(wave_id, key, account, list(stages or []), purge, force, person))
-        ledger.link_task_runs(wave_id, "rollback", {k: str(f.task_run_id) for k, f in zip(keys, futures, strict=True)})
+        pages = {k: str(f.task_run_id) for k, f in zip(keys, futures, strict=True)}
+        ledger.link_task_runs(wave_id, "rollback", pages)
         wait(futures)
         reports = [_report_of(key, f) for key, f in zip(keys, futures, strict=True)]
-        pages = {k: str(f.task_run_id) for k, f in zip(keys, futures, strict=True)}
         mark_moves_rolled_back(ledger, wave_id, reports, pages)
         create_markdown_artifact(
             _report(wave_id, reports), key=f"rollback-{wave_id}".lower(), description=f"Rollback of {wave_id}"
@@ -123,14 +121,6 @@ def _report_of(key: str, future: PrefectFuture[Any]) -> dict[str, Any]:
     if isinstance(result, BaseException):
         return asdict(UserRollback(key, problems=[f"{type(result).__name__}: {result}"]))
     return cast(dict[str, Any], result)
-
-
-def _known(run: WaveRun, key: str) -> bool:
-    try:
-        run.user(key)
-    except InvalidInputError:
-        return False
-    return True
 
 
 def mark_moves_rolled_back(ledger: Ledger, wave_id: str, reports: list[dict[str, Any]], pages: dict[str, str]) -> None:

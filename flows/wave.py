@@ -341,11 +341,8 @@ def ending(run: WaveRun) -> tuple[str, str]:
 
 
 def _ready(run: WaveRun, key: str) -> date | None:
-    try:
-        wu = run.user(key)
-    except IkommError:  # recorded, but gone from the inventory
-        return None
-    return ready_date(run.inv, wu.muni, wu.user)
+    wu = run.known(key)  # None: recorded, but gone from the inventory
+    return ready_date(run.inv, wu.muni, wu.user) if wu else None
 
 
 def _publish_campaign(inv: Inventory, ledger: Ledger, wave: Wave) -> None:

@@ -134,16 +134,20 @@ class WaveRun:
         }
         return [f"ikomm-{table[n]}" for n in names]
 
-    def user(self, key: str) -> WaveUser:
+    def known(self, key: str) -> WaveUser | None:
         """The wave's user with this key (municipality/legacy_id); one the wave file no longer names but the ledger
-        recorded (a rollback undoes them too) from the inventory. InvalidInputError if the inventory lost them."""
+        recorded (a rollback undoes them too) from the inventory; None if the inventory lost them."""
         found = self._by_key.get(key)
         if found is not None:
             return found
         muni, _, legacy_id = key.partition("/")
-        for user in self.inv.users.get(muni, []):
-            if user.legacy_id == legacy_id:
-                return WaveUser(muni, user)
+        return next((WaveUser(muni, u) for u in self.inv.users.get(muni, []) if u.legacy_id == legacy_id), None)
+
+    def user(self, key: str) -> WaveUser:
+        """As known(), but InvalidInputError if the inventory lost them."""
+        found = self.known(key)
+        if found is not None:
+            return found
         raise InvalidInputError(
             f"user {key}: recorded in the ledger for wave {self.wave.id} but no longer in the inventory; "
             "put their row back to undo what was done for them"
