@@ -3,7 +3,9 @@
 `wave run` exits 0 when the wave is done and no user failed (held and left-out users are no failure: they
 wait, untouched); 1 when it stopped (failure budget, no approval, an error); 2 when it was refused before
 writing anything (bad input, preflight); 3 when it is done but some users failed (each undone, with the
-reason in `wave status`).
+reason in `wave status`); 4 when every user it moves is held (run it again once their applications are
+ready); 130 when interrupted with Ctrl-C. `wave approve` exits 1 when the wave's process has ended (the
+answer is kept for the rerun) and 2 for an answer without who decides, or a refusal without why.
 """
 
 from __future__ import annotations

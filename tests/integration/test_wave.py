@@ -6,6 +6,7 @@ import json
 import re
 import signal
 import sqlite3
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -353,19 +354,25 @@ def test_sigkill_then_rerun_completes_the_wave(env: Env, lab_inventory: Inventor
     assert f"resumed by flow run {runs[0]['id']}" in runs[1]["state"]["message"]
 
 
+def at_the_gate(env: Env, proc: subprocess.Popen[str], wave_id: str, timeout: float = 240) -> Ledger:
+    """Wait until the running `wave run` (proc) has its wave awaiting approval; the ledger, to read on."""
+    ledger = Ledger(env.ledger_url)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = ledger.wave(wave_id) if Path(env.ledger_url.removeprefix("sqlite:///")).exists() else None
+        if row and row["state"] == "awaiting-approval":
+            return ledger
+        assert proc.poll() is None, (env.dir / "ikomm-output.log").read_text()[-3000:]
+        time.sleep(0.3)
+    raise AssertionError(f"wave {wave_id} did not reach its approval gate within {timeout:.0f} s")
+
+
 def test_approval_gate_waits_for_the_lead(env: Env, lab_inventory: Inventory) -> None:
     """Without --auto-approve the flow pauses before cutover; `ikomm wave approve` lets it go on."""
     inv = lab_inventory
     wave = env.wave_file("godkjenn", ["oyer"], approval_required=True)
     proc = env.ikomm("wave", "run", str(wave), inventory=inv.root, wait=False)
-    ledger = Ledger(env.ledger_url)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        row = ledger.wave("godkjenn") if Path(env.ledger_url.removeprefix("sqlite:///")).exists() else None
-        if row and row["state"] == "awaiting-approval":
-            break
-        assert proc.poll() is None, (env.dir / "ikomm-output.log").read_text()[-3000:]
-        time.sleep(0.3)
+    ledger = at_the_gate(env, proc, "godkjenn")
     assert all(u.stage == "prepared" or u.state in FINAL for u in ledger.users("godkjenn"))
     approve = env.said("wave", "approve", "godkjenn", "--approver", "leder@ikomm.no", timeout=60)
     assert approve.returncode == 0, approve.stderr + approve.stdout
@@ -438,14 +445,7 @@ def test_an_approval_after_the_process_died_says_so_and_the_rerun_goes_on(env: E
     inv = lab_inventory
     wave = env.wave_file("foreldrelos", ["oyer"], approval_required=True)
     proc = env.ikomm("wave", "run", str(wave), inventory=inv.root, wait=False)
-    ledger = Ledger(env.ledger_url)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        row = ledger.wave("foreldrelos") if Path(env.ledger_url.removeprefix("sqlite:///")).exists() else None
-        if row and row["state"] == "awaiting-approval":
-            break
-        assert proc.poll() is None, (env.dir / "ikomm-output.log").read_text()[-3000:]
-        time.sleep(0.3)
+    ledger = at_the_gate(env, proc, "foreldrelos")
     api = env.vars["PREFECT_API_URL"]
     gate = paused_run(api, "foreldrelos")
     proc.send_signal(signal.SIGKILL)
